@@ -1,0 +1,531 @@
+//! A single PostgreSQL session (Momoko's `momoko.Connection`).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures_core::future::BoxFuture;
+use futures_util::StreamExt;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, Statement};
+
+use crate::config::{ConnectOptions, Target};
+use crate::connect;
+use crate::cursor::Cursor;
+use crate::error::{Error, Result};
+use crate::executor::{Executor, SharedExecutor};
+use crate::mogrify;
+use crate::sql;
+
+/// A query parameter: anything tokio-postgres can send (`i32`, `&str`, `Vec<u8>`,
+/// `serde_json::Value`, `Option<T>` for NULL, arrays, …).
+pub type Param<'a> = &'a (dyn ToSql + Sync);
+
+/// One statement of a [`Connection::transaction`]: SQL text and its parameters.
+///
+/// Built from a `&str` (no parameters) or a `(&str, &[Param])` pair:
+///
+/// ```
+/// use momoko_core::Query;
+/// let statements: [Query<'_>; 2] = [
+///     "CREATE TEMP TABLE t (n int)".into(),
+///     ("INSERT INTO t VALUES ($1)", &[&1i32 as momoko_core::Param<'_>][..]).into(),
+/// ];
+/// ```
+#[derive(Clone, Copy)]
+pub struct Query<'a> {
+    /// The SQL text, with `$1, $2, …` placeholders.
+    pub sql: &'a str,
+    /// The parameters, one per placeholder.
+    pub params: &'a [Param<'a>],
+}
+
+impl<'a> Query<'a> {
+    /// A statement with parameters.
+    pub fn new(sql: &'a str, params: &'a [Param<'a>]) -> Query<'a> {
+        Query { sql, params }
+    }
+}
+
+impl<'a> From<&'a str> for Query<'a> {
+    fn from(sql: &'a str) -> Query<'a> {
+        Query { sql, params: &[] }
+    }
+}
+
+impl<'a> From<&'a String> for Query<'a> {
+    fn from(sql: &'a String) -> Query<'a> {
+        Query { sql, params: &[] }
+    }
+}
+
+impl<'a> From<(&'a str, &'a [Param<'a>])> for Query<'a> {
+    fn from((sql, params): (&'a str, &'a [Param<'a>])) -> Query<'a> {
+        Query { sql, params }
+    }
+}
+
+impl<'a, const N: usize> From<(&'a str, &'a [Param<'a>; N])> for Query<'a> {
+    fn from((sql, params): (&'a str, &'a [Param<'a>; N])) -> Query<'a> {
+        Query { sql, params }
+    }
+}
+
+impl fmt::Debug for Query<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Query")
+            .field("sql", &self.sql)
+            .field("params", &self.params.len())
+            .finish()
+    }
+}
+
+/// One PostgreSQL session, usable from any runtime (Momoko's `momoko.Connection`).
+///
+/// Every query method takes `&self`: several queries issued concurrently on one connection are
+/// pipelined (sent back to back, answered in order). [`transaction`](Connection::transaction) and
+/// [`transaction_with`](Connection::transaction_with) take `&mut self`, so nothing else can run
+/// inside the transaction by accident.
+///
+/// Statements are prepared once per connection and cached (see
+/// [`ConnectOptions::statement_cache_capacity`]), so a repeated query costs one round trip.
+///
+/// Dropping a `Connection` closes the session.
+///
+/// ```no_run
+/// # async fn demo(executor: std::sync::Arc<dyn momoko_core::Executor>) -> momoko_core::Result<()> {
+/// use momoko_core::Connection;
+/// let conn = Connection::connect("host=localhost dbname=app user=app", executor).await?;
+/// let mut cursor = conn.execute("SELECT $1::int + 1", &[&41i32]).await?;
+/// assert_eq!(cursor.fetchone().map(|r| r.get::<_, i32>(0)), Some(42));
+/// # Ok(()) }
+/// ```
+pub struct Connection {
+    client: Client,
+    shared: Arc<Shared>,
+    cache: Mutex<StatementCache>,
+    server_version: AtomicI32,
+}
+
+/// What a connection shares with helpers that outlive a borrow (cancel requests).
+struct Shared {
+    executor: SharedExecutor,
+    options: ConnectOptions,
+    target: Target,
+}
+
+impl Connection {
+    /// Connects to the server described by `dsn` (see [`ConnectOptions`] for the formats), with
+    /// I/O and timers from `executor`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Config`](crate::ErrorKind::Config) for a bad connection string,
+    /// [`ErrorKind::Connect`](crate::ErrorKind::Connect) when no host could be reached,
+    /// [`ErrorKind::Auth`](crate::ErrorKind::Auth) when the server refused the credentials,
+    /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) when `connect_timeout` elapsed.
+    pub async fn connect(dsn: &str, executor: Arc<dyn Executor>) -> Result<Connection> {
+        let options = ConnectOptions::parse(dsn)?;
+        Connection::connect_with(&options, executor).await
+    }
+
+    /// Connects with already parsed options.
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::connect`], minus the parse errors.
+    pub async fn connect_with(options: &ConnectOptions, executor: Arc<dyn Executor>) -> Result<Connection> {
+        let opened = connect::open(options, &executor).await?;
+        Ok(Connection {
+            client: opened.client,
+            cache: Mutex::new(StatementCache::new(options.statement_cache_capacity)),
+            shared: Arc::new(Shared {
+                executor,
+                options: options.clone(),
+                target: opened.target,
+            }),
+            server_version: AtomicI32::new(0),
+        })
+    }
+
+    /// Runs one statement and returns its result.
+    ///
+    /// Placeholders are PostgreSQL's own: `$1`, `$2`, … (not `%s`). The statement is prepared and
+    /// cached on this connection.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Parameter`](crate::ErrorKind::Parameter) for a wrong number or type of
+    /// parameters (nothing is sent), [`ErrorKind::Db`](crate::ErrorKind::Db) for an SQL error
+    /// (the connection stays usable), [`ErrorKind::Closed`](crate::ErrorKind::Closed) when the
+    /// connection is gone.
+    pub async fn execute(&self, sql: &str, params: &[Param<'_>]) -> Result<Cursor> {
+        let statement = self.prepare_cached(sql).await?;
+        check_param_count(&statement, params)?;
+        match self.query_statement(&statement, params).await {
+            Err(e) if is_stale_statement(&e) => {
+                // The server forgot or changed the statement (DISCARD ALL, ALTER TABLE, …):
+                // prepare it afresh once.
+                self.forget(sql);
+                let statement = self.prepare_cached(sql).await?;
+                self.query_statement(&statement, params).await
+            }
+            other => other,
+        }
+    }
+
+    /// Calls a function or procedure by name, like DB-API's `callproc`:
+    /// `SELECT * FROM name($1, …)`. The name may be schema-qualified; it is quoted safely.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Parameter`](crate::ErrorKind::Parameter) for an invalid name, and everything
+    /// [`execute`](Connection::execute) reports.
+    pub async fn callproc(&self, name: &str, params: &[Param<'_>]) -> Result<Cursor> {
+        let sql = sql::callproc_sql(name, params.len()).map_err(sql_text_error)?;
+        self.execute(&sql, params).await
+    }
+
+    /// Returns the query with every `$n` replaced by the literal value of `params[n-1]`, exactly as
+    /// the server would read it back, like psycopg2's `mogrify`. Values are quoted by momoko, never
+    /// pasted raw, so no value can change the statement's structure.
+    ///
+    /// The parameter types are those the server infers for the statement; when the statement
+    /// cannot be prepared (for example `FETCH $1 FROM c`, where PostgreSQL takes no parameter),
+    /// they are inferred from the Rust values.
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: &momoko_core::Connection) -> momoko_core::Result<()> {
+    /// let sql = conn.mogrify("SELECT $1::text, $2::int", &[&"it's", &7i32]).await?;
+    /// assert_eq!(sql, "SELECT 'it''s'::text, 7::int");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Parameter`](crate::ErrorKind::Parameter) when the number of parameters does
+    /// not match the placeholders, a value cannot be encoded, or text contains a NUL byte.
+    pub async fn mogrify(&self, sql: &str, params: &[Param<'_>]) -> Result<String> {
+        mogrify::mogrify(self, sql, params).await
+    }
+
+    /// Runs `statements` in one transaction: `BEGIN`, each statement, `COMMIT`, and returns one
+    /// [`Cursor`] per statement.
+    ///
+    /// When any statement (or the `COMMIT`) fails, the transaction is rolled back and the original
+    /// error is returned: nothing is half-applied.
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: &mut momoko_core::Connection) -> momoko_core::Result<()> {
+    /// let cursors = conn
+    ///     .transaction([
+    ///         "UPDATE account SET balance = balance - 10 WHERE id = 1".into(),
+    ///         "UPDATE account SET balance = balance + 10 WHERE id = 2".into(),
+    ///         ("SELECT balance FROM account WHERE id = $1", &[&2i32 as momoko_core::Param<'_>][..]).into(),
+    ///     ])
+    ///     .await?;
+    /// assert_eq!(cursors.len(), 3);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The first failing statement's error (after the rollback).
+    pub async fn transaction<'q, I>(&mut self, statements: I) -> Result<Vec<Cursor>>
+    where
+        I: IntoIterator<Item = Query<'q>>,
+    {
+        let statements: Vec<Query<'q>> = statements.into_iter().collect();
+        let this: &Connection = self;
+        this.in_transaction(async {
+            let mut cursors = Vec::with_capacity(statements.len());
+            for q in &statements {
+                cursors.push(this.execute(q.sql, q.params).await?);
+            }
+            Ok(cursors)
+        })
+        .await
+    }
+
+    /// Runs `body` inside a transaction: `BEGIN`, then `body`, then `COMMIT` if it returned `Ok`,
+    /// `ROLLBACK` if it returned `Err` (the error is passed on).
+    ///
+    /// If the future is dropped before it finishes, the transaction is left open on this
+    /// connection; pools discard such connections, and a standalone connection should be dropped.
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: &mut momoko_core::Connection) -> momoko_core::Result<()> {
+    /// let moved: u64 = conn
+    ///     .transaction_with(|tx| Box::pin(async move {
+    ///         let n = tx.execute("UPDATE stock SET n = n - 1 WHERE n > 0", &[]).await?.rowcount();
+    ///         tx.execute("INSERT INTO log (moved) VALUES ($1)", &[&(n as i64)]).await?;
+    ///         Ok(n)
+    ///     }))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `body`'s error, or the error of `BEGIN`/`COMMIT`.
+    pub async fn transaction_with<T, F>(&mut self, body: F) -> Result<T>
+    where
+        F: for<'c> FnOnce(&'c Connection) -> BoxFuture<'c, Result<T>>,
+    {
+        let this: &Connection = self;
+        this.in_transaction(body(this)).await
+    }
+
+    /// `BEGIN`, `body`, then `COMMIT` or `ROLLBACK`. `body` is not polled before `BEGIN` is done.
+    async fn in_transaction<T>(&self, body: impl Future<Output = Result<T>>) -> Result<T> {
+        self.simple("BEGIN").await?;
+        match body.await {
+            Ok(value) => match self.simple("COMMIT").await {
+                Ok(()) => Ok(value),
+                Err(e) => {
+                    self.rollback_quietly().await;
+                    Err(e)
+                }
+            },
+            Err(e) => {
+                self.rollback_quietly().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn rollback_quietly(&self) {
+        if self.client.is_closed() {
+            return;
+        }
+        if let Err(e) = self.simple("ROLLBACK").await {
+            tracing::warn!(target: "momoko", error = %e, "failed to ROLLBACK transaction");
+        }
+    }
+
+    /// Runs `SELECT 1 AS ping`: proves the connection works end to end.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Closed`](crate::ErrorKind::Closed) when the connection is gone.
+    pub async fn ping(&self) -> Result<()> {
+        self.execute("SELECT 1 AS ping", &[]).await.map(|_| ())
+    }
+
+    /// Runs one or more SQL statements separated by semicolons with the simple query protocol,
+    /// discarding results. Takes no parameters; useful for DDL and session settings.
+    ///
+    /// # Errors
+    ///
+    /// The first failing statement's error.
+    pub async fn batch_execute(&self, sql: &str) -> Result<()> {
+        self.simple(sql).await
+    }
+
+    /// The server's version as a number, like `150018` for 15.18 (`server_version_num`). Asked
+    /// once per connection, then remembered.
+    ///
+    /// # Errors
+    ///
+    /// When the connection is gone.
+    pub async fn server_version(&self) -> Result<i32> {
+        let known = self.server_version.load(Ordering::Relaxed);
+        if known != 0 {
+            return Ok(known);
+        }
+        let cursor = self.execute("SELECT current_setting('server_version_num')::int4", &[]).await?;
+        let v: i32 = cursor.scalar()?;
+        self.server_version.store(v, Ordering::Relaxed);
+        Ok(v)
+    }
+
+    /// Whether the session has ended (the server closed it, the network failed, or it errored).
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    /// Closes the session.
+    pub fn close(self) {
+        drop(self);
+    }
+
+    /// Asks the server to cancel whatever this connection is running now, over a separate stream.
+    /// The running statement then fails with SQLSTATE `57014` (query canceled).
+    ///
+    /// # Errors
+    ///
+    /// When the cancel request cannot be delivered.
+    pub async fn cancel(&self) -> Result<()> {
+        let token = self.client.cancel_token();
+        let shared = Arc::clone(&self.shared);
+        connect::cancel(&shared.executor, &shared.options, &shared.target, &token).await
+    }
+
+    /// A future that cancels the running statement even after this connection is gone or
+    /// borrowed elsewhere.
+    pub(crate) fn cancel_later(&self) -> impl Future<Output = Result<()>> + Send + 'static {
+        let token = self.client.cancel_token();
+        let shared = Arc::clone(&self.shared);
+        async move { connect::cancel(&shared.executor, &shared.options, &shared.target, &token).await }
+    }
+
+    /// The executor this connection runs on.
+    pub fn executor(&self) -> &Arc<dyn Executor> {
+        &self.shared.executor
+    }
+
+    /// The underlying tokio-postgres client, for features momoko does not wrap (COPY, LISTEN,
+    /// typed queries). Statements you run through it bypass momoko's cache.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Where this connection went, like `"host 127.0.0.1 port 5432"`.
+    pub fn target(&self) -> String {
+        self.shared.target.to_string()
+    }
+
+    pub(crate) async fn simple(&self, sql: &str) -> Result<()> {
+        self.client.batch_execute(sql).await.map_err(Error::from_pg)
+    }
+
+    /// Prepares `sql`, or takes it from the cache.
+    pub(crate) async fn prepare_cached(&self, sql: &str) -> Result<Statement> {
+        if let Some(s) = self.lock_cache().get(sql) {
+            return Ok(s);
+        }
+        let statement = self.client.prepare(sql).await.map_err(Error::from_pg)?;
+        self.lock_cache().insert(sql, statement.clone());
+        Ok(statement)
+    }
+
+    pub(crate) async fn prepare_typed(&self, sql: &str, types: &[Type]) -> Result<Statement> {
+        self.client.prepare_typed(sql, types).await.map_err(Error::from_pg)
+    }
+
+    fn forget(&self, sql: &str) {
+        self.lock_cache().remove(sql);
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, StatementCache> {
+        // A poisoned cache only means another thread panicked mid-update of a map of statements;
+        // the map itself is still valid.
+        self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) async fn query_statement(&self, statement: &Statement, params: &[Param<'_>]) -> Result<Cursor> {
+        let stream = self
+            .client
+            .query_raw(statement, params.iter().copied())
+            .await
+            .map_err(Error::from_pg)?;
+        let mut stream = pin!(stream);
+        let mut rows = Vec::new();
+        while let Some(row) = stream.next().await {
+            rows.push(row.map_err(Error::from_pg)?);
+        }
+        let affected = stream.rows_affected();
+        Ok(Cursor::new(rows, affected, Some(statement.clone())))
+    }
+
+    /// Number of statements in the cache (for tests and status).
+    #[doc(hidden)]
+    pub fn cached_statements(&self) -> usize {
+        self.lock_cache().len()
+    }
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("target", &self.shared.target.to_string())
+            .field("closed", &self.client.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn check_param_count(statement: &Statement, params: &[Param<'_>]) -> Result<()> {
+    let expected = statement.params().len();
+    if expected != params.len() {
+        return Err(Error::parameter(format!(
+            "the statement takes {expected} parameter{} but {} {} given",
+            if expected == 1 { "" } else { "s" },
+            params.len(),
+            if params.len() == 1 { "was" } else { "were" },
+        )));
+    }
+    Ok(())
+}
+
+fn is_stale_statement(e: &Error) -> bool {
+    match e.code() {
+        Some(c) => {
+            let c = c.code();
+            // 26000 invalid_sql_statement_name: the prepared statement is gone.
+            // 0A000 feature_not_supported: "cached plan must not change result type".
+            c == "26000" || (c == "0A000" && e.as_db_error().is_some_and(|d| d.message().contains("cached plan")))
+        }
+        None => false,
+    }
+}
+
+pub(crate) fn sql_text_error(e: sql::SqlTextError) -> Error {
+    Error::parameter(e.to_string())
+}
+
+/// A small least-recently-used map of prepared statements.
+struct StatementCache {
+    capacity: usize,
+    tick: u64,
+    map: HashMap<String, (Statement, u64)>,
+}
+
+static CACHE_TICKS: AtomicU64 = AtomicU64::new(0);
+
+impl StatementCache {
+    fn new(capacity: usize) -> StatementCache {
+        StatementCache {
+            capacity,
+            tick: CACHE_TICKS.load(Ordering::Relaxed),
+            map: HashMap::new(),
+        }
+    }
+
+    fn get(&mut self, sql: &str) -> Option<Statement> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.map.get_mut(sql).map(|(s, used)| {
+            *used = tick;
+            s.clone()
+        })
+    }
+
+    fn insert(&mut self, sql: &str, statement: Statement) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.map.len() >= self.capacity && !self.map.contains_key(sql) {
+            let oldest = self
+                .map
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                self.map.remove(&k);
+            }
+        }
+        self.tick += 1;
+        self.map.insert(sql.to_owned(), (statement, self.tick));
+    }
+
+    fn remove(&mut self, sql: &str) {
+        self.map.remove(sql);
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+}

@@ -1,0 +1,34 @@
+//! The core of momoko: an asynchronous PostgreSQL connection pool for any async runtime.
+//!
+//! This crate holds everything that is written once: the runtime seam ([`Executor`]), the
+//! standalone [`Connection`] with its [`Cursor`], the [`Pool`], and the one [`Error`] type. It names
+//! no runtime. Pick a backend crate (`momoko-tokio`, `momoko-async-std`, `momoko-smol`) or
+//! implement [`Executor`] for your own runtime.
+//!
+//! Placeholders are PostgreSQL's own: `$1`, `$2`, …. Values cross with tokio-postgres'
+//! [`ToSql`]/[`FromSql`] traits.
+
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+mod config;
+mod connect;
+mod connection;
+mod cursor;
+mod error;
+mod executor;
+mod mogrify;
+mod sql;
+
+pub use config::ConnectOptions;
+pub use connection::{Connection, Param, Query};
+pub use cursor::{Column, ColumnIndex, Cursor};
+pub use error::{DbErrorClass, Error, ErrorKind, Result};
+pub use executor::{Executor, PlainSocket, Socket, TcpSocket};
+
+pub use futures_core::future::BoxFuture;
+pub use tokio_postgres::error::{DbError, SqlState};
+pub use tokio_postgres::types::{FromSql, ToSql, Type};
+pub use tokio_postgres::Row;
+
+/// tokio-postgres, re-exported for its types (`types::Json`, `Client`, …).
+pub use tokio_postgres;
