@@ -466,7 +466,7 @@ mod tests {
             "postgresql://u:hunter2@h:99999/db",
             "sslmode=sometimes password=hunter2",
             "host=a hostaddr=1.2.3.4,5.6.7.8 user=u password=hunter2",
-            "=novalue",
+            "host='unterminated password=hunter2",
         ] {
             let e = parse(dsn, &[]).unwrap_err();
             assert!(e.is_config(), "{dsn}: {e:?}");

@@ -163,16 +163,21 @@ impl Connection {
     /// (the connection stays usable), [`ErrorKind::Closed`](crate::ErrorKind::Closed) when the
     /// connection is gone.
     pub async fn execute(&self, sql: &str, params: &[Param<'_>]) -> Result<Cursor> {
-        let statement = self.prepare_cached(sql).await?;
+        if self.client.is_closed() {
+            return Err(Error::closed("the connection is closed").not_executed());
+        }
+        // Preparing executes nothing: a failure here is always safe to retry elsewhere.
+        let statement = self.prepare_cached(sql).await.map_err(Error::not_executed)?;
         check_param_count(&statement, params)?;
         match self.query_statement(&statement, params).await {
             Err(e) if is_stale_statement(&e) => {
                 // The server forgot or changed the statement (DISCARD ALL, ALTER TABLE, …):
                 // prepare it afresh once.
                 self.forget(sql);
-                let statement = self.prepare_cached(sql).await?;
+                let statement = self.prepare_cached(sql).await.map_err(Error::not_executed)?;
                 self.query_statement(&statement, params).await
             }
+            Err(e) if e.is_server_termination() => Err(e.not_executed()),
             other => other,
         }
     }
@@ -280,19 +285,22 @@ impl Connection {
     }
 
     /// `BEGIN`, `body`, then `COMMIT` or `ROLLBACK`. `body` is not polled before `BEGIN` is done.
+    ///
+    /// A failure before `COMMIT` was sent, or a `COMMIT` the server aborted by ending the session,
+    /// is marked as not executed: nothing of the transaction took effect.
     async fn in_transaction<T>(&self, body: impl Future<Output = Result<T>>) -> Result<T> {
-        self.simple("BEGIN").await?;
+        self.simple("BEGIN").await.map_err(Error::not_executed)?;
         match body.await {
             Ok(value) => match self.simple("COMMIT").await {
                 Ok(()) => Ok(value),
                 Err(e) => {
                     self.rollback_quietly().await;
-                    Err(e)
+                    Err(if e.is_server_termination() { e.not_executed() } else { e })
                 }
             },
             Err(e) => {
                 self.rollback_quietly().await;
-                Err(e)
+                Err(e.not_executed())
             }
         }
     }

@@ -22,6 +22,9 @@ struct Inner {
     kind: ErrorKind,
     message: String,
     source: Option<Source>,
+    /// The statement provably did not take effect (it was never sent, or the server aborted it
+    /// before it could commit). Only such failures are retried under `RetryPolicy::Safe`.
+    not_executed: bool,
 }
 
 /// What kind of failure an [`Error`] is.
@@ -144,12 +147,30 @@ impl Error {
             kind,
             message: message.into(),
             source: None,
+            not_executed: false,
         }))
     }
 
     pub(crate) fn with_source(mut self, source: impl Into<Source>) -> Error {
         self.0.source = Some(source.into());
         self
+    }
+
+    /// Marks the failure as one whose statement provably did not take effect.
+    pub(crate) fn not_executed(mut self) -> Error {
+        self.0.not_executed = true;
+        self
+    }
+
+    /// Whether the statement provably did not take effect.
+    pub(crate) fn was_not_executed(&self) -> bool {
+        self.0.not_executed
+    }
+
+    /// Whether the server ended the session while running the statement, which aborts its
+    /// transaction (`57P01` admin shutdown, `57P02` crash shutdown, `57P03` cannot connect now).
+    pub(crate) fn is_server_termination(&self) -> bool {
+        matches!(self.code().map(SqlState::code), Some("57P01" | "57P02" | "57P03"))
     }
 
     pub(crate) fn config(message: impl Into<String>) -> Error {

@@ -1,0 +1,15 @@
+//! The whole conformance suite on tokio (multi-threaded runtime, two workers).
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("build a tokio runtime")
+        .block_on(future)
+}
+
+momoko_conformance::conformance_suite!(
+    executor: momoko_tokio::TokioExecutor::shared(),
+    block_on: block_on,
+);
