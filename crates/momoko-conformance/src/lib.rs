@@ -1,1 +1,157 @@
-//! placeholder
+//! The behaviour suite every momoko [`Executor`] must pass, against a real PostgreSQL.
+//!
+//! Each case is an `async fn` over a [`Ctx`] (an executor plus a fresh database on a throw-away
+//! cluster from `momoko-testkit`). [`conformance_suite!`] stamps out one `#[test]` per case, so a
+//! backend runs the whole suite with a single macro call:
+//!
+//! ```ignore
+//! momoko_conformance::conformance_suite!(
+//!     executor: momoko_tokio::TokioExecutor::shared(),
+//!     block_on: my_block_on,
+//! );
+//! ```
+//!
+//! `block_on` is any `fn(F) -> F::Output` that runs a future to completion on the runtime under
+//! test. Cases never skip: without `DATABASE_URL`/`MOMOKO_TEST_DSN` a cluster is started.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use momoko_core::Executor;
+use momoko_testkit::TestDb;
+
+pub mod cases;
+
+/// What a case gets: the executor under test and its own database.
+#[derive(Debug)]
+pub struct Ctx {
+    /// The executor under test.
+    pub executor: Arc<dyn Executor>,
+    /// A database created for this case on the shared cluster.
+    pub db: TestDb,
+}
+
+impl Ctx {
+    /// A context for case `name` on `executor`.
+    pub fn new(name: &str, executor: Arc<dyn Executor>) -> Ctx {
+        Ctx {
+            executor,
+            db: momoko_testkit::test_db(name),
+        }
+    }
+
+    /// DSN of the case's database over TCP.
+    pub fn dsn(&self) -> String {
+        self.db.dsn()
+    }
+
+    /// DSN of the case's database over the Unix socket.
+    pub fn unix_dsn(&self) -> String {
+        self.db
+            .unix_dsn()
+            .expect("the test cluster has a Unix socket (unset DATABASE_URL to use one)")
+    }
+
+    /// A standalone connection to the case's database over TCP.
+    pub async fn connect(&self) -> momoko_core::Connection {
+        momoko_core::Connection::connect(&self.dsn(), self.executor.clone())
+            .await
+            .expect("connect to the test database")
+    }
+
+    /// Sleeps on the executor under test.
+    pub async fn sleep(&self, d: Duration) {
+        self.executor.sleep(d).await
+    }
+}
+
+/// Runs the whole suite: one `#[test]` per case.
+///
+/// `executor` is an expression giving an `Arc<dyn Executor>`; it is evaluated inside `block_on`.
+/// `block_on` is the path of a function that runs a future to completion on the runtime under
+/// test.
+#[macro_export]
+macro_rules! conformance_suite {
+    (executor: $executor:expr, block_on: $block_on:path $(,)?) => {
+        $crate::__for_each_case!($executor; $block_on);
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_test {
+    ($executor:expr; $block_on:path; $module:ident :: $case:ident) => {
+        #[test]
+        fn $case() {
+            let name = concat!(stringify!($module), "_", stringify!($case));
+            $block_on(async {
+                let executor: ::std::sync::Arc<dyn $crate::Executor> = $executor;
+                let ctx = $crate::Ctx::new(name, executor);
+                $crate::cases::$module::$case(&ctx).await;
+            })
+        }
+    };
+}
+
+/// The list of cases: one place, so every backend runs the same number.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __for_each_case {
+    ($executor:expr; $block_on:path) => {
+        $crate::__cases_list!($executor; $block_on;
+            runtime::spawn_detaches,
+            runtime::sleep_orders_wakeups,
+            runtime::now_is_monotonic,
+            connection::connect_tcp,
+            connection::connect_unix,
+            connection::unreachable_host_fails_fast,
+            connection::blackholed_connect_times_out,
+            connection::wrong_password_is_auth_error,
+            connection::invalid_dsn_is_config_error,
+            connection::cursor_methods,
+            connection::param_types_round_trip,
+            connection::callproc_functions,
+            connection::mogrify_round_trips,
+            connection::mogrify_resists_injection,
+            connection::mogrify_nul_and_count_errors,
+            connection::transaction_commits,
+            connection::transaction_rolls_back,
+            connection::transaction_with_closure,
+            connection::server_side_cursor,
+            connection::sql_error_leaves_connection_usable,
+            connection::wrong_parameters_are_clear_errors,
+            connection::statement_cache_reuses_statements,
+            connection::cancel_running_query,
+            connection::ping_version_and_close,
+            pool::parallel_queries_use_distinct_connections,
+            pool::queue_serialises_with_size_one,
+            pool::sequential_queries_never_stretch,
+            pool::concurrent_long_queries_stretch,
+            pool::concurrent_getconn_stretch,
+            pool::shrinks_idle_extras_to_size,
+            pool::setsession_applies_to_every_connection,
+            pool::failing_setsession_fails_the_connection,
+            pool::getconn_guard_returns_connection,
+            pool::putconn_from_another_pool_is_an_error,
+            pool::close_with_queued_and_in_flight_work,
+            pool::use_before_connect_waits,
+            pool::unreachable_server_partially_connected,
+            pool::acquire_timeout_fires_when_exhausted,
+            pool::query_methods_on_the_pool,
+            pool::server_side_cursor_on_held_connection,
+            pool::statement_timeout_cancels_on_server,
+            pool::dropped_query_future_is_safe,
+            pool::heals_after_backends_are_terminated,
+            pool::mixed_run_balances,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __cases_list {
+    ($executor:expr; $block_on:path; $($module:ident :: $case:ident),* $(,)?) => {
+        $( $crate::__conformance_test!($executor; $block_on; $module :: $case); )*
+    };
+}

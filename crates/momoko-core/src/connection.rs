@@ -108,6 +108,8 @@ pub struct Connection {
     shared: Arc<Shared>,
     cache: Mutex<StatementCache>,
     server_version: AtomicI32,
+    /// Counts statements sent, so a pool can tell whether a held connection was used.
+    activity: AtomicU64,
 }
 
 /// What a connection shares with helpers that outlive a borrow (cancel requests).
@@ -148,6 +150,7 @@ impl Connection {
                 target: opened.target,
             }),
             server_version: AtomicI32::new(0),
+            activity: AtomicU64::new(0),
         })
     }
 
@@ -198,9 +201,12 @@ impl Connection {
     /// the server would read it back, like psycopg2's `mogrify`. Values are quoted by momoko, never
     /// pasted raw, so no value can change the statement's structure.
     ///
-    /// The parameter types are those the server infers for the statement; when the statement
-    /// cannot be prepared (for example `FETCH $1 FROM c`, where PostgreSQL takes no parameter),
-    /// they are inferred from the Rust values.
+    /// As in psycopg2, the SQL type of each value comes from its Rust type (`bool`, integers,
+    /// floats, text, `Vec<u8>` as bytea, JSON, timestamps, UUIDs and arrays of those); text is
+    /// written as an untyped string literal so it fits any context. The statement itself is never
+    /// sent, so it may be one that takes no parameters server-side (`FETCH $1 FROM c`), and
+    /// calling `mogrify` inside a transaction cannot disturb it. Values whose text form needs the
+    /// server (timestamps, arrays, …) are converted with one `SELECT $1::text` round trip.
     ///
     /// ```no_run
     /// # async fn demo(conn: &momoko_core::Connection) -> momoko_core::Result<()> {
@@ -388,7 +394,27 @@ impl Connection {
     /// The underlying tokio-postgres client, for features momoko does not wrap (COPY, LISTEN,
     /// typed queries). Statements you run through it bypass momoko's cache.
     pub fn client(&self) -> &Client {
+        self.activity.fetch_add(1, Ordering::Relaxed);
         &self.client
+    }
+
+    /// How many statements were sent on this connection (through any method) so far.
+    pub(crate) fn activity(&self) -> u64 {
+        self.activity.load(Ordering::Relaxed)
+    }
+
+    /// Whether the session is inside a transaction block (open or failed), asked of the server
+    /// with one simple-protocol round trip: there, `now()` (the transaction's start) equals
+    /// `statement_timestamp()` exactly when the asking statement started its own transaction.
+    pub(crate) async fn in_transaction_block(&self) -> Result<bool> {
+        match self.client.simple_query("SELECT now() = statement_timestamp()").await {
+            Ok(messages) => Ok(!messages.iter().any(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0) == Some("t"),
+                _ => false,
+            })),
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION) => Ok(true),
+            Err(e) => Err(Error::from_pg(e)),
+        }
     }
 
     /// Where this connection went, like `"host 127.0.0.1 port 5432"`.
@@ -397,6 +423,7 @@ impl Connection {
     }
 
     pub(crate) async fn simple(&self, sql: &str) -> Result<()> {
+        self.activity.fetch_add(1, Ordering::Relaxed);
         self.client.batch_execute(sql).await.map_err(Error::from_pg)
     }
 
@@ -425,6 +452,7 @@ impl Connection {
     }
 
     pub(crate) async fn query_statement(&self, statement: &Statement, params: &[Param<'_>]) -> Result<Cursor> {
+        self.activity.fetch_add(1, Ordering::Relaxed);
         let stream = self
             .client
             .query_raw(statement, params.iter().copied())

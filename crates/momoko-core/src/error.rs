@@ -221,18 +221,7 @@ impl Error {
         if e.is_closed() || source_is::<io::Error>(&e) {
             return Error::new(ErrorKind::Closed, format!("connection lost: {e}")).with_source(e);
         }
-        if let Some(wrong) = find_source::<tokio_postgres::types::WrongType>(&e) {
-            let message = format!("{e}: {wrong}");
-            return Error::new(ErrorKind::Parameter, message).with_source(e);
-        }
         let text = e.to_string();
-        if text.starts_with("error serializing parameter") || text.starts_with("expected ") {
-            let message = match e.source() {
-                Some(s) => format!("{text}: {s}"),
-                None => text,
-            };
-            return Error::new(ErrorKind::Parameter, message).with_source(e);
-        }
         if text.starts_with("error deserializing column")
             || text.starts_with("invalid column")
             || text.starts_with("query returned an unexpected number")
@@ -242,6 +231,17 @@ impl Error {
                 None => text,
             };
             return Error::new(ErrorKind::Conversion, message).with_source(e);
+        }
+        if let Some(wrong) = find_source::<tokio_postgres::types::WrongType>(&e) {
+            let message = format!("{e}: {wrong}");
+            return Error::new(ErrorKind::Parameter, message).with_source(e);
+        }
+        if text.starts_with("error serializing parameter") || text.starts_with("expected ") {
+            let message = match e.source() {
+                Some(s) => format!("{text}: {s}"),
+                None => text,
+            };
+            return Error::new(ErrorKind::Parameter, message).with_source(e);
         }
         Error::new(ErrorKind::Protocol, text).with_source(e)
     }

@@ -1,10 +1,12 @@
 //! `mogrify`: a query with its parameters turned into SQL literals.
 //!
-//! Values are rendered as their PostgreSQL text form and quoted by [`sql::quote_literal`], so the
-//! server reads back exactly the same value and no value can alter the statement. Integers,
-//! booleans, NULL and text are rendered locally; every other type is converted to text by the
-//! server itself (`SELECT $1::text`) and then quoted with an explicit cast, which makes the result
-//! exact for every type, including arrays, JSON, dates and user-defined types.
+//! As in psycopg2, each value's SQL type comes from its Rust type, and the statement itself is
+//! never sent to the server: it may be one that takes no parameters (`FETCH $1 FROM c`), and a
+//! `mogrify` inside a transaction cannot abort it. Values are rendered as their PostgreSQL text
+//! form and quoted by [`sql::quote_literal`], so the server reads back exactly the same value and
+//! no value can alter the statement. Booleans, integers, floats, text, bytea and JSON are rendered
+//! locally; the other types (timestamps, arrays, UUIDs, …) are converted to text by the server
+//! itself (`SELECT $1::text`, one round trip) and then quoted with an explicit cast.
 
 use bytes::BytesMut;
 use tokio_postgres::types::{IsNull, Type};
@@ -25,14 +27,7 @@ pub(crate) async fn mogrify(conn: &Connection, query: &str, params: &[Param<'_>]
     if params.is_empty() {
         return Ok(query.to_owned());
     }
-    let types = match conn.prepare_cached(query).await {
-        Ok(statement) if statement.params().len() == params.len() => statement.params().to_vec(),
-        Ok(_) => infer_types(params)?,
-        Err(e) if e.is_connection_lost() => return Err(e),
-        // Statements that take no parameters server-side (FETCH $1 …, SET …) or that do not
-        // prepare for another reason: infer from the values, as psycopg2 does client-side.
-        Err(_) => infer_types(params)?,
-    };
+    let types = infer_types(params)?;
 
     let mut literals: Vec<Option<String>> = Vec::with_capacity(params.len());
     let mut remote: Vec<usize> = Vec::new();
@@ -88,27 +83,63 @@ pub(crate) async fn mogrify(conn: &Connection, query: &str, params: &[Param<'_>]
 /// Renders the values whose text form is known without the server; `None` for the rest.
 fn local_literal(ty: &Type, bin: &[u8], index: usize) -> Result<Option<String>> {
     let bad = || Error::parameter(format!("parameter ${} has an invalid encoding", index + 1));
+    let quoted = |text: &str, cast: &str| -> Result<Option<String>> {
+        let lit = sql::quote_literal(text).map_err(|e| match e {
+            sql::SqlTextError::NulInText => Error::parameter(format!(
+                "parameter ${} contains a NUL byte, which PostgreSQL text cannot store",
+                index + 1
+            )),
+            other => sql_text_error(other),
+        })?;
+        Ok(Some(if cast.is_empty() { lit } else { format!("{lit}::{cast}") }))
+    };
     let lit = match *ty {
         Type::BOOL => Some(if bin.first().copied().unwrap_or(0) != 0 { "true" } else { "false" }.to_owned()),
         Type::INT2 => Some(read_i16(bin).ok_or_else(bad)?.to_string()),
         Type::INT4 => Some(read_i32(bin).ok_or_else(bad)?.to_string()),
         Type::INT8 => Some(read_i64(bin).ok_or_else(bad)?.to_string()),
         Type::OID => Some(read_u32(bin).ok_or_else(bad)?.to_string()),
-        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => {
-            let text = std::str::from_utf8(bin).map_err(|_| bad())?;
-            if text.contains('\0') {
-                return Err(Error::parameter(format!(
-                    "parameter ${} contains a NUL byte, which PostgreSQL text cannot store",
-                    index + 1
-                )));
-            }
-            Some(sql::quote_literal(text).map_err(sql_text_error)?)
+        Type::FLOAT4 => {
+            let v = f32::from_bits(read_u32(bin).ok_or_else(bad)?);
+            return quoted(&float_text(f64::from(v), format!("{v:?}")), "float4");
         }
+        Type::FLOAT8 => {
+            let v = f64::from_bits(read_i64(bin).ok_or_else(bad)?.cast_unsigned());
+            return quoted(&float_text(v, format!("{v:?}")), "float8");
+        }
+        // Text goes untyped, like psycopg2's strings, so it fits any context.
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => {
+            return quoted(std::str::from_utf8(bin).map_err(|_| bad())?, "");
+        }
+        Type::BYTEA => {
+            let mut hex = String::with_capacity(2 + 2 * bin.len());
+            hex.push_str("\\x");
+            for b in bin {
+                hex.push_str(&format!("{b:02x}"));
+            }
+            return quoted(&hex, "bytea");
+        }
+        Type::JSON => return quoted(std::str::from_utf8(bin).map_err(|_| bad())?, "json"),
+        Type::JSONB => match bin.split_first() {
+            Some((1, text)) => return quoted(std::str::from_utf8(text).map_err(|_| bad())?, "jsonb"),
+            _ => None,
+        },
         _ => None,
     };
-    // A negative number written bare would merge with a preceding minus sign into a comment
-    // (`--`); `substitute` separates tokens, but parentheses also keep `-x::type` precedence right.
+    // Parentheses keep a negative number one token whatever surrounds the placeholder.
     Ok(lit.map(|l| if l.starts_with('-') { format!("({l})") } else { l }))
+}
+
+/// PostgreSQL's spelling of a float: `NaN`, `Infinity`, `-Infinity`, or the shortest decimal
+/// that reads back as the same value.
+fn float_text(v: f64, shortest: String) -> String {
+    if v.is_nan() {
+        "NaN".to_owned()
+    } else if v.is_infinite() {
+        if v > 0.0 { "Infinity" } else { "-Infinity" }.to_owned()
+    } else {
+        shortest
+    }
 }
 
 /// The type's name for a cast: builtin names bare, others schema-qualified and quoted.
@@ -123,7 +154,8 @@ fn type_name(ty: &Type) -> Result<String> {
     ))
 }
 
-/// Types tried, in order, when the server cannot tell the parameter types.
+/// The SQL types a Rust value may map to, in order of preference (the first the value accepts
+/// wins).
 const CANDIDATES: &[Type] = &[
     Type::BOOL,
     Type::INT4,
@@ -133,8 +165,20 @@ const CANDIDATES: &[Type] = &[
     Type::FLOAT4,
     Type::TEXT,
     Type::BYTEA,
+    Type::JSON,
     Type::JSONB,
+    Type::TIMESTAMPTZ,
+    Type::TIMESTAMP,
+    Type::DATE,
+    Type::TIME,
+    Type::UUID,
+    Type::INTERVAL,
+    Type::INET,
     Type::OID,
+    Type::CHAR,
+    Type::TIMESTAMPTZ_ARRAY,
+    Type::UUID_ARRAY,
+    Type::JSON_ARRAY,
     Type::INT4_ARRAY,
     Type::INT8_ARRAY,
     Type::INT2_ARRAY,
@@ -161,9 +205,8 @@ fn infer_types(params: &[Param<'_>]) -> Result<Vec<Type>> {
                 .cloned()
                 .ok_or_else(|| {
                     Error::parameter(format!(
-                        "cannot tell the SQL type of parameter ${} for mogrify: the statement does not \
-                         prepare, and the value is not a bool, integer, float, text, bytea, JSON or \
-                         an array of those",
+                        "cannot tell the SQL type of parameter ${} for mogrify: the value is not a \
+                         bool, integer, float, text, bytea, JSON, timestamp, UUID or an array of those",
                         i + 1
                     ))
                 })

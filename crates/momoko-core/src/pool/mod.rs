@@ -26,8 +26,12 @@ macro_rules! with_connection {
         let pool: &Pool = $pool;
         let mut retried = false;
         loop {
-            let conn = pool.acquire().await?;
-            let mut guard = PooledConnection::new(conn, &pool.inner, false);
+            // A retry runs on a connection proven alive, never on another stale one.
+            let mut guard = if retried {
+                pool.acquire_verified(false).await?
+            } else {
+                PooledConnection::new(pool.acquire().await?, &pool.inner, false)
+            };
             guard.in_flight = true;
             let result = {
                 let $conn: &mut Connection = &mut guard;
@@ -532,25 +536,7 @@ impl Pool {
     ///
     /// As [`getconn`](Pool::getconn), and the ping's error.
     pub async fn getconn_verified(&self) -> Result<PooledConnection> {
-        let mut retried = false;
-        loop {
-            let guard = self.getconn().await?;
-            match guard.ping().await {
-                Ok(()) => return Ok(guard),
-                Err(e) if e.is_connection_lost() && !retried => {
-                    guard.discard();
-                    retried = true;
-                    self.inner.counters.retries.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    if e.is_connection_lost() {
-                        guard.discard();
-                        return Err(Error::not_available(Some(&e)));
-                    }
-                    return Err(e);
-                }
-            }
-        }
+        self.acquire_verified(true).await
     }
 
     /// Returns a held connection to the pool now (Momoko's `putconn`); the same as dropping the
@@ -618,6 +604,31 @@ impl Pool {
                     )))
                 }
             },
+        }
+    }
+
+    /// Checks a connection out and pings it; dead ones are closed and the next one tried, so the
+    /// result is a connection that just answered. Cancel-safe: the connection is guarded during
+    /// the ping.
+    async fn acquire_verified(&self, held: bool) -> Result<PooledConnection> {
+        loop {
+            let mut guard = PooledConnection::new(self.acquire().await?, &self.inner, held);
+            guard.in_flight = true;
+            match guard.ping().await {
+                Ok(()) => {
+                    guard.in_flight = false;
+                    guard.activity_at_checkout = guard.activity();
+                    return Ok(guard);
+                }
+                Err(e) if e.is_connection_lost() => {
+                    debug!(target: "momoko", error = %e, "closing a dead connection found by ping");
+                    drop(guard);
+                }
+                Err(e) => {
+                    guard.in_flight = false;
+                    return Err(e);
+                }
+            }
         }
     }
 
@@ -705,11 +716,14 @@ pub struct PooledConnection {
     in_flight: bool,
     /// Set by `discard()`.
     discard: AtomicBool,
+    /// The connection's statement count at checkout: unchanged means nothing ran.
+    activity_at_checkout: u64,
 }
 
 impl PooledConnection {
     fn new(conn: Connection, inner: &Arc<PoolInner>, held: bool) -> PooledConnection {
         PooledConnection {
+            activity_at_checkout: conn.activity(),
             conn: Some(conn),
             inner: Arc::clone(inner),
             held,
@@ -767,7 +781,7 @@ impl Drop for PooledConnection {
             self.inner.release(conn, false);
             return;
         }
-        if !self.held || self.inner.is_closed() {
+        if !self.held || self.inner.is_closed() || conn.activity() == self.activity_at_checkout {
             self.inner.release(conn, true);
             return;
         }
@@ -793,18 +807,12 @@ impl Drop for PooledConnection {
     }
 }
 
-/// Leaves the connection outside any transaction block.
-///
-/// `now()` (the transaction's start) equals `statement_timestamp()` exactly when the check
-/// itself is the first statement of its transaction, that is, when no transaction block was open.
-/// In a failed transaction the check fails with `25P02`. Either way a `ROLLBACK` follows.
+/// Leaves the connection outside any transaction block (rolling back an open or failed one).
 async fn reset(conn: &Connection) -> Result<()> {
-    match conn.execute("SELECT now() = statement_timestamp()", &[]).await {
-        Ok(c) if c.scalar::<bool>()? => Ok(()),
-        Ok(_) => conn.batch_execute("ROLLBACK").await,
-        Err(e) if e.code().map(|c| c.code()) == Some("25P02") => conn.batch_execute("ROLLBACK").await,
-        Err(e) => Err(e),
+    if conn.in_transaction_block().await? {
+        conn.batch_execute("ROLLBACK").await?;
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,559 @@
+//! The pool: parallelism, queueing, stretching, shrinking, setsession, getconn, close, status.
+
+use std::collections::HashSet;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, SystemTime};
+
+use futures::future::join_all;
+use momoko_core::{Pool, PoolBuilder, PoolStatus, RetryPolicy};
+
+use crate::Ctx;
+
+fn builder(ctx: &Ctx) -> PoolBuilder {
+    Pool::builder(&ctx.dsn(), ctx.executor.clone())
+}
+
+/// Waits (bounded, 15 s) until `cond` holds, re-checking every 10 ms on the executor's timer.
+pub(crate) async fn eventually(ctx: &Ctx, what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..1500 {
+        if cond() {
+            return;
+        }
+        ctx.sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// The status fields add up, nothing is checked out or waiting, and the counters agree with the
+/// connections that exist.
+pub(crate) async fn assert_settled(ctx: &Ctx, pool: &Pool) {
+    eventually(ctx, "the pool is idle", || {
+        let s = pool.status();
+        s.busy == 0 && s.waiting == 0 && s.pending == 0
+    })
+    .await;
+    let s: PoolStatus = pool.status();
+    assert_eq!(s.total, s.free + s.busy + s.pending + s.dead, "{s:?}");
+    let c = pool.counters();
+    assert_eq!(
+        c.connections_opened - c.connections_closed,
+        s.free as u64,
+        "open connections match the counters: {s:?} {c:?}"
+    );
+}
+
+/// Runs `sql` returning (backend pid, start, end) of a statement that sleeps `secs`.
+const TIMED: &str =
+    "SELECT pg_backend_pid(), clock_timestamp(), pg_sleep($1::float8), clock_timestamp()";
+
+async fn timed(pool: &Pool, secs: f64) -> (i32, SystemTime, SystemTime) {
+    let c = pool.execute(TIMED, &[&secs]).await.expect("timed query");
+    (
+        c.get(0, 0usize).unwrap(),
+        c.get(0, 1usize).unwrap(),
+        c.get(0, 3usize).unwrap(),
+    )
+}
+
+/// Three queries joined together run at the same time on three connections: distinct backends
+/// and overlapping server-side intervals.
+pub async fn parallel_queries_use_distinct_connections(ctx: &Ctx) {
+    let pool = builder(ctx).size(3).connect().await.unwrap();
+    let (a, b, c) = futures::join!(timed(&pool, 0.3), timed(&pool, 0.3), timed(&pool, 0.3));
+    let pids: HashSet<i32> = [a.0, b.0, c.0].into();
+    assert_eq!(pids.len(), 3, "three backends");
+    let latest_start = [a.1, b.1, c.1].into_iter().max().unwrap();
+    let earliest_end = [a.2, b.2, c.2].into_iter().min().unwrap();
+    assert!(latest_start < earliest_end, "the three statements overlapped on the server");
+    assert_settled(ctx, &pool).await;
+}
+
+/// With one connection, concurrent callers queue and all succeed, one after the other, in
+/// arrival order.
+pub async fn queue_serialises_with_size_one(ctx: &Ctx) {
+    let pool = builder(ctx).size(1).connect().await.unwrap();
+    let results = join_all((0..5).map(|_| timed(&pool, 0.02))).await;
+    let pids: HashSet<i32> = results.iter().map(|r| r.0).collect();
+    assert_eq!(pids.len(), 1, "one backend served everyone");
+    for pair in results.windows(2) {
+        assert!(pair[0].2 <= pair[1].1, "first in, first out, no overlap");
+    }
+    assert_eq!(pool.status().total, 1);
+    assert!(pool.counters().acquire_waits >= 4);
+    assert_settled(ctx, &pool).await;
+}
+
+/// Sequential queries never open an extra connection, even with room to stretch.
+pub async fn sequential_queries_never_stretch(ctx: &Ctx) {
+    let pool = builder(ctx).size(1).max_size(5).connect().await.unwrap();
+    for i in 0..10i32 {
+        let c = pool.execute("SELECT $1::int4", &[&i]).await.unwrap();
+        assert_eq!(c.scalar::<i32>().unwrap(), i);
+    }
+    assert_eq!(pool.status().total, 1);
+    assert_eq!(pool.counters().connections_opened, 1);
+    assert_settled(ctx, &pool).await;
+}
+
+/// Four concurrent long queries on `size=1, max_size=5` open four connections.
+pub async fn concurrent_long_queries_stretch(ctx: &Ctx) {
+    let pool = builder(ctx).size(1).max_size(5).connect().await.unwrap();
+    let results = join_all((0..4).map(|_| timed(&pool, 0.5))).await;
+    let pids: HashSet<i32> = results.iter().map(|r| r.0).collect();
+    assert_eq!(pids.len(), 4, "four backends");
+    assert_eq!(pool.status().total, 4);
+    assert!(pool.status().total <= 5);
+    assert_settled(ctx, &pool).await;
+}
+
+/// Three concurrent `getconn()` give three connections.
+pub async fn concurrent_getconn_stretch(ctx: &Ctx) {
+    let pool = builder(ctx).size(1).max_size(5).connect().await.unwrap();
+    let held = futures::future::try_join_all((0..3).map(|_| pool.getconn()))
+        .await
+        .unwrap();
+    let mut pids = HashSet::new();
+    for conn in &held {
+        let c = conn.execute("SELECT pg_backend_pid()", &[]).await.unwrap();
+        pids.insert(c.scalar::<i32>().unwrap());
+    }
+    assert_eq!(pids.len(), 3);
+    let s = pool.status();
+    assert_eq!((s.busy, s.total), (3, 3), "{s:?}");
+    drop(held);
+    assert_settled(ctx, &pool).await;
+    assert_eq!(pool.status().free, 3);
+}
+
+/// Idle extras are closed after `shrink_delay`, down to `size` and no further; the most
+/// recently used connection is the one kept.
+pub async fn shrinks_idle_extras_to_size(ctx: &Ctx) {
+    let pool = builder(ctx)
+        .size(1)
+        .max_size(4)
+        .auto_shrink(true)
+        .shrink_delay(Duration::from_millis(150))
+        .shrink_period(Duration::from_millis(50))
+        .connect()
+        .await
+        .unwrap();
+    let held = futures::future::try_join_all((0..3).map(|_| pool.getconn()))
+        .await
+        .unwrap();
+    assert_eq!(pool.status().total, 3);
+    drop(held);
+    // Keep using one connection: it must survive the shrink.
+    let mut last_pid = 0;
+    for _ in 0..5 {
+        let c = pool.execute("SELECT pg_backend_pid()", &[]).await.unwrap();
+        last_pid = c.scalar::<i32>().unwrap();
+    }
+    eventually(ctx, "the pool shrank back to size", || pool.status().total == 1).await;
+    let c = pool.execute("SELECT pg_backend_pid()", &[]).await.unwrap();
+    assert_eq!(c.scalar::<i32>().unwrap(), last_pid, "the recently used connection stayed");
+    assert_eq!(pool.counters().shrunk, 2);
+    // It never goes below size.
+    ctx.sleep(Duration::from_millis(300)).await;
+    assert_eq!(pool.status().total, 1);
+    assert_settled(ctx, &pool).await;
+}
+
+/// `setsession` statements run on every connection, including stretched ones.
+pub async fn setsession_applies_to_every_connection(ctx: &Ctx) {
+    let pool = builder(ctx)
+        .size(2)
+        .max_size(4)
+        .setsession(["SET TIME ZONE 'Pacific/Chatham'", "SET application_name = 'momoko-test'"])
+        .connect()
+        .await
+        .unwrap();
+    let held = futures::future::try_join_all((0..4).map(|_| pool.getconn()))
+        .await
+        .unwrap();
+    for conn in &held {
+        let c = conn.execute("SELECT current_setting('TimeZone'), current_setting('application_name')", &[]).await.unwrap();
+        assert_eq!(c.get::<&str>(0, 0usize).unwrap(), "Pacific/Chatham");
+        assert_eq!(c.get::<&str>(0, 1usize).unwrap(), "momoko-test");
+    }
+    assert_eq!(pool.status().total, 4);
+    drop(held);
+    assert_settled(ctx, &pool).await;
+}
+
+/// A failing `setsession` statement fails its connection: `connect()` reports it.
+pub async fn failing_setsession_fails_the_connection(ctx: &Ctx) {
+    let err = builder(ctx)
+        .size(2)
+        .setsession(["SET no_such_setting_at_all = 1"])
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(err.is_partially_connected(), "{err:?}");
+    assert!(err.to_string().contains("2 of 2"), "{err}");
+    let pool = builder(ctx)
+        .size(1)
+        .setsession(["SET no_such_setting_at_all = 1"])
+        .raise_connect_errors(false)
+        .connect()
+        .await
+        .unwrap();
+    let e = pool.execute("SELECT 1", &[]).await.unwrap_err();
+    assert!(e.is_database_not_available(), "{e:?}");
+    pool.close().await;
+}
+
+/// The `getconn` guard returns its connection when dropped, also during a panic, and a
+/// transaction left open by the holder is rolled back before anyone else gets the connection.
+pub async fn getconn_guard_returns_connection(ctx: &Ctx) {
+    let pool = builder(ctx).size(1).connect().await.unwrap();
+    pool.execute("CREATE TABLE guard_t (n int)", &[]).await.unwrap();
+
+    let conn = pool.getconn().await.unwrap();
+    assert_eq!((pool.status().busy, pool.status().free), (1, 0));
+    drop(conn);
+    eventually(ctx, "the guard returned the connection", || pool.status().free == 1).await;
+
+    let conn = pool.getconn().await.unwrap();
+    let outcome = catch_unwind(AssertUnwindSafe(move || {
+        let _held = conn;
+        panic!("the holder panics");
+    }));
+    assert!(outcome.is_err());
+    eventually(ctx, "the connection came back after the panic", || pool.status().free == 1).await;
+
+    let conn = pool.getconn().await.unwrap();
+    conn.batch_execute("BEGIN; INSERT INTO guard_t VALUES (1)").await.unwrap();
+    drop(conn);
+    let conn = pool.getconn().await.unwrap();
+    let c = conn.execute("SELECT count(*) FROM guard_t", &[]).await.unwrap();
+    assert_eq!(c.scalar::<i64>().unwrap(), 0, "the open transaction was rolled back");
+    // SAVEPOINT fails with 25P01 exactly when no transaction block is open.
+    let e = conn.execute("SAVEPOINT probe", &[]).await.unwrap_err();
+    assert_eq!(e.code(), Some(&momoko_core::SqlState::NO_ACTIVE_SQL_TRANSACTION), "{e}");
+    pool.putconn(conn).unwrap();
+    assert_settled(ctx, &pool).await;
+}
+
+/// `putconn` of a connection from another pool is a clear error, and that connection still
+/// goes home.
+pub async fn putconn_from_another_pool_is_an_error(ctx: &Ctx) {
+    let a = builder(ctx).size(1).connect().await.unwrap();
+    let b = builder(ctx).size(1).connect().await.unwrap();
+    let conn = a.getconn().await.unwrap();
+    let err = b.putconn(conn).unwrap_err();
+    assert_eq!(err.kind(), momoko_core::ErrorKind::Usage);
+    assert!(err.to_string().contains("another pool"), "{err}");
+    eventually(ctx, "the connection returned to its own pool", || a.status().free == 1).await;
+    assert_eq!(b.status().free, 1);
+    assert_settled(ctx, &a).await;
+    assert_settled(ctx, &b).await;
+}
+
+/// `close()` lets in-flight work finish, fails queued callers with `PoolClosed`, refuses new
+/// work, reopens nothing, and can be called twice.
+pub async fn close_with_queued_and_in_flight_work(ctx: &Ctx) {
+    let pool = builder(ctx).size(1).connect().await.unwrap();
+    let in_flight = pool.execute("SELECT 7 FROM pg_sleep(0.4)", &[]);
+    let queued = pool.execute("SELECT 8", &[]);
+    let closer = async {
+        // Close once the first statement runs and the second waits.
+        eventually(ctx, "one busy and one waiting", || {
+            let s = pool.status();
+            s.busy == 1 && s.waiting == 1
+        })
+        .await;
+        pool.close().await;
+    };
+    let (first, second, ()) = futures::join!(in_flight, queued, closer);
+    assert_eq!(first.unwrap().scalar::<i32>().unwrap(), 7, "in-flight work finished");
+    assert!(second.unwrap_err().is_pool_closed());
+    assert!(pool.execute("SELECT 1", &[]).await.unwrap_err().is_pool_closed());
+    assert!(pool.getconn().await.unwrap_err().is_pool_closed());
+    pool.close().await;
+    let s = pool.status();
+    assert!(s.closed);
+    assert_eq!((s.free, s.busy, s.pending, s.total), (0, 0, 0, 0), "{s:?}");
+    let c = pool.counters();
+    assert_eq!(c.connections_opened, c.connections_closed);
+}
+
+/// Queries made right after `build()`, before the connections are open, wait for them.
+pub async fn use_before_connect_waits(ctx: &Ctx) {
+    let pool = builder(ctx).size(2).build().unwrap();
+    let (a, b) = futures::join!(
+        pool.execute("SELECT 1", &[]),
+        pool.execute("SELECT 2", &[])
+    );
+    assert_eq!(a.unwrap().scalar::<i32>().unwrap(), 1);
+    assert_eq!(b.unwrap().scalar::<i32>().unwrap(), 2);
+    pool.connect().await.unwrap();
+    assert_settled(ctx, &pool).await;
+}
+
+/// An unreachable server gives `PartiallyConnected` with the count; without
+/// `raise_connect_errors` the pool starts dead and fails fast with `DatabaseNotAvailable`.
+pub async fn unreachable_server_partially_connected(ctx: &Ctx) {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dsn = format!("host=127.0.0.1 port={port} user=postgres dbname=x");
+    let err = Pool::builder(&dsn, ctx.executor.clone())
+        .size(3)
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(err.is_partially_connected(), "{err:?}");
+    assert!(err.to_string().contains("3 of 3"), "{err}");
+
+    let pool = Pool::builder(&dsn, ctx.executor.clone())
+        .size(2)
+        .raise_connect_errors(false)
+        .reconnect_interval(Duration::from_secs(60))
+        .connect()
+        .await
+        .unwrap();
+    let s = pool.status();
+    assert_eq!((s.dead, s.total, s.free), (2, 2, 0), "{s:?}");
+    assert!(s.database_down);
+    let e = pool.execute("SELECT 1", &[]).await.unwrap_err();
+    assert!(e.is_database_not_available(), "{e:?}");
+    pool.close().await;
+}
+
+/// `acquire_timeout` fires when the pool is exhausted, and the abandoned wait leaves no trace.
+pub async fn acquire_timeout_fires_when_exhausted(ctx: &Ctx) {
+    let pool = builder(ctx)
+        .size(1)
+        .acquire_timeout(Duration::from_millis(150))
+        .connect()
+        .await
+        .unwrap();
+    let held = pool.getconn().await.unwrap();
+    let e = pool.execute("SELECT 1", &[]).await.unwrap_err();
+    assert!(e.is_timeout(), "{e:?}");
+    assert_eq!(pool.counters().acquire_timeouts, 1);
+    assert_eq!(pool.status().waiting, 0);
+    drop(held);
+    assert_eq!(pool.execute("SELECT 1", &[]).await.unwrap().scalar::<i32>().unwrap(), 1);
+    assert_settled(ctx, &pool).await;
+}
+
+/// `execute`, `callproc`, `transaction`, `transaction_with`, `mogrify` and `ping` on the pool.
+pub async fn query_methods_on_the_pool(ctx: &Ctx) {
+    let pool = builder(ctx).size(2).connect().await.unwrap();
+    pool.execute("CREATE TABLE pm (n int primary key)", &[]).await.unwrap();
+    pool.execute(
+        "CREATE FUNCTION sq(n int) RETURNS int LANGUAGE plpgsql AS $$ BEGIN RETURN n * n; END $$",
+        &[],
+    )
+    .await
+    .unwrap();
+    let c = pool.callproc("sq", &[&9i32]).await.unwrap();
+    assert_eq!(c.scalar::<i32>().unwrap(), 81);
+    let cursors = pool
+        .transaction([
+            ("INSERT INTO pm VALUES ($1)", &[&1i32 as momoko_core::Param<'_>][..]).into(),
+            "INSERT INTO pm VALUES (2)".into(),
+            "SELECT count(*) FROM pm".into(),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(cursors.len(), 3);
+    assert_eq!(cursors[2].scalar::<i64>().unwrap(), 2);
+    let e = pool
+        .transaction(["INSERT INTO pm VALUES (3)".into(), "INSERT INTO pm VALUES (1)".into()])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(&momoko_core::SqlState::UNIQUE_VIOLATION));
+    let n = pool
+        .transaction_with(|c| {
+            Box::pin(async move {
+                c.execute("INSERT INTO pm VALUES (10)", &[]).await?;
+                c.execute("SELECT count(*) FROM pm", &[]).await?.scalar::<i64>()
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!(n, 3, "3 was rolled back, 10 inserted");
+    let sql = pool.mogrify("SELECT $1::text", &[&"o'k"]).await.unwrap();
+    assert_eq!(sql, "SELECT 'o''k'::text");
+    pool.ping().await.unwrap();
+    assert_settled(ctx, &pool).await;
+}
+
+/// The tutorial's server-side cursor over a held connection: 1000 rows in chunks of 10.
+pub async fn server_side_cursor_on_held_connection(ctx: &Ctx) {
+    let pool = builder(ctx).size(1).connect().await.unwrap();
+    pool.execute(
+        "CREATE TABLE unit_test_int_table AS SELECT g AS n FROM generate_series(1, 1000) g",
+        &[],
+    )
+    .await
+    .unwrap();
+    let conn = pool.getconn().await.unwrap();
+    conn.execute("BEGIN", &[]).await.unwrap();
+    conn.execute("DECLARE all_ints CURSOR FOR SELECT n FROM unit_test_int_table ORDER BY n", &[])
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    loop {
+        let sql = conn.mogrify("FETCH $1 FROM all_ints", &[&10i64]).await.unwrap();
+        let mut cursor = conn.execute(&sql, &[]).await.unwrap();
+        if cursor.rowcount() == 0 {
+            break;
+        }
+        assert_eq!(cursor.rowcount(), 10);
+        seen.extend(cursor.fetchall().iter().map(|r| r.get::<_, i32>(0)));
+    }
+    conn.execute("CLOSE all_ints", &[]).await.unwrap();
+    conn.execute("COMMIT", &[]).await.unwrap();
+    assert_eq!(seen, (1..=1000).collect::<Vec<i32>>());
+    drop(conn);
+    assert_settled(ctx, &pool).await;
+}
+
+/// A statement past `statement_timeout` is cancelled on the server, its connection is not
+/// reused, and the pool goes on.
+pub async fn statement_timeout_cancels_on_server(ctx: &Ctx) {
+    let pool = builder(ctx)
+        .size(1)
+        .statement_timeout(Duration::from_millis(200))
+        .reconnect_interval(Duration::from_millis(50))
+        .connect()
+        .await
+        .unwrap();
+    let pid: i32 = pool
+        .execute("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .scalar()
+        .unwrap();
+    let e = pool.execute("SELECT pg_sleep(30)", &[]).await.unwrap_err();
+    assert!(e.is_timeout(), "{e:?}");
+    assert_eq!(pool.counters().statement_timeouts, 1);
+    let observer = ctx.connect().await;
+    for _ in 0..1000 {
+        let c = observer
+            .execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active'",
+                &[&pid],
+            )
+            .await
+            .unwrap();
+        if c.scalar::<i64>().unwrap() == 0 {
+            break;
+        }
+        ctx.sleep(Duration::from_millis(10)).await;
+    }
+    let c = observer
+        .execute("SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'", &[])
+        .await
+        .unwrap();
+    assert_eq!(c.scalar::<i64>().unwrap(), 0, "the statement no longer runs on the server");
+    let c = pool.execute("SELECT pg_backend_pid()", &[]).await.unwrap();
+    assert_ne!(c.scalar::<i32>().unwrap(), pid, "the timed-out connection was not reused");
+    assert_settled(ctx, &pool).await;
+}
+
+/// Dropping a query future mid-statement discards its connection; the next caller gets its own
+/// result, never the abandoned one's.
+pub async fn dropped_query_future_is_safe(ctx: &Ctx) {
+    let pool = builder(ctx).size(1).connect().await.unwrap();
+    {
+        let slow = pool.execute("SELECT 'abandoned' FROM pg_sleep(0.3)", &[]);
+        let timer = ctx.executor.sleep(Duration::from_millis(50));
+        futures::pin_mut!(slow);
+        match futures::future::select(slow, timer).await {
+            futures::future::Either::Left(_) => panic!("the slow statement should still run"),
+            futures::future::Either::Right(((), slow)) => drop(slow),
+        }
+    }
+    let c = pool.execute("SELECT 'mine'", &[]).await.unwrap();
+    assert_eq!(c.scalar::<&str>().unwrap(), "mine");
+    assert!(pool.counters().discarded >= 1);
+    assert_settled(ctx, &pool).await;
+}
+
+/// After every backend of the pool is terminated, the pool heals without help.
+pub async fn heals_after_backends_are_terminated(ctx: &Ctx) {
+    let pool = builder(ctx)
+        .size(2)
+        .reconnect_interval(Duration::from_millis(50))
+        .connect()
+        .await
+        .unwrap();
+    let killer = ctx.connect().await;
+    let c = killer
+        .execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(c.scalar::<i64>().unwrap(), 2);
+    for i in 0..20i32 {
+        let c = pool.execute("SELECT $1::int4", &[&i]).await.unwrap();
+        assert_eq!(c.scalar::<i32>().unwrap(), i);
+    }
+    eventually(ctx, "the pool is back at size", || {
+        let s = pool.status();
+        s.free == 2 && s.dead == 0
+    })
+    .await;
+    assert!(pool.counters().reconnects + pool.counters().connections_opened >= 3);
+    assert_settled(ctx, &pool).await;
+}
+
+/// Ten thousand mixed operations from 32 tasks; afterwards the status and counters balance.
+pub async fn mixed_run_balances(ctx: &Ctx) {
+    let pool = builder(ctx)
+        .size(4)
+        .max_size(8)
+        .retry(RetryPolicy::Safe)
+        .connect()
+        .await
+        .unwrap();
+    pool.execute("CREATE TABLE mix (id int primary key, task int)", &[])
+        .await
+        .unwrap();
+    let per_task = 10_000 / 32 + 1;
+    let tasks = (0..32i32).map(|t| {
+        let pool = pool.clone();
+        async move {
+            for i in 0..per_task as i32 {
+                match i % 10 {
+                    0 => {
+                        let id = t * 100_000 + i;
+                        pool.transaction([
+                            ("INSERT INTO mix VALUES ($1, $2)", &[&id as momoko_core::Param<'_>, &t][..]).into(),
+                        ])
+                        .await
+                        .unwrap();
+                    }
+                    1 => {
+                        let conn = pool.getconn().await.unwrap();
+                        let c = conn.execute("SELECT $1::int4 + 1", &[&i]).await.unwrap();
+                        assert_eq!(c.scalar::<i32>().unwrap(), i + 1);
+                    }
+                    _ => {
+                        let c = pool.execute("SELECT $1::int4, $2::int4", &[&t, &i]).await.unwrap();
+                        assert_eq!(c.get::<i32>(0, 0usize).unwrap(), t);
+                        assert_eq!(c.get::<i32>(0, 1usize).unwrap(), i);
+                    }
+                }
+            }
+        }
+    });
+    join_all(tasks).await;
+    let c = pool.execute("SELECT count(*) FROM mix", &[]).await.unwrap();
+    assert_eq!(c.scalar::<i64>().unwrap(), 32 * ((per_task as i64 + 9) / 10));
+    assert_settled(ctx, &pool).await;
+    eprintln!(
+        "mixed run: {} operations; status {:?}; counters {:?}",
+        32 * per_task,
+        pool.status(),
+        pool.counters()
+    );
+}

@@ -1,0 +1,150 @@
+//! Tests that re-run this test binary as a child process: cleanup after `kill -9`, and external
+//! clusters given by environment variables.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::wait_until;
+use momoko_testkit::{test_db, Cluster, StopMode};
+
+const CHILD_ENV: &str = "MOMOKO_TESTKIT_TEST_CHILD";
+
+/// Not a test on its own: the entry point of the child processes started by the tests below.
+/// Without the environment variable it does nothing.
+#[test]
+fn child_entry() {
+    match std::env::var(CHILD_ENV).as_deref() {
+        Ok("guardian") => {
+            let c = Cluster::shared();
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "DATADIR={}", c.data_dir().unwrap().display()).unwrap();
+            writeln!(out, "PORT={}", c.port()).unwrap();
+            out.flush().unwrap();
+            drop(out);
+            loop {
+                std::thread::park();
+            }
+        }
+        Ok("external") => {
+            let c = Cluster::shared();
+            assert!(!c.is_owned());
+            assert!(c.data_dir().is_none());
+            assert!(c.socket_dir().is_none());
+            assert!(c.unix_dsn("x").is_none());
+            let expected_port: u16 = std::env::var("EXPECTED_PORT").unwrap().parse().unwrap();
+            assert_eq!(c.port(), expected_port);
+            assert_eq!(c.host(), std::env::var("EXPECTED_HOST").unwrap());
+            let e = c.stop_blocking(StopMode::Fast).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::Unsupported);
+            let e = futures::executor::block_on(c.start()).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::Unsupported);
+            let e = c.reload_with(&[], None).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::Unsupported);
+
+            let db = test_db("external");
+            assert_eq!(db.psql("SELECT 5").unwrap(), "5\n");
+            assert!(db.dsn().contains(&format!("dbname={}", db.name())), "{}", db.dsn());
+            assert_eq!(
+                common::psql(&db.dsn(), "SELECT current_database()").unwrap(),
+                db.name()
+            );
+            println!("EXTERNAL-OK {}", db.name());
+        }
+        _ => {}
+    }
+}
+
+fn child(mode: &str) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["child_entry", "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, mode)
+        .env_remove("MOMOKO_TEST_DSN")
+        .env_remove("DATABASE_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    cmd
+}
+
+#[test]
+fn guardian_cleans_up_after_kill_9() {
+    let mut proc = child("guardian").spawn().unwrap();
+    let stdout = proc.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut data_dir = None;
+    let mut port = None;
+    while data_dir.is_none() || port.is_none() {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the child printed its data directory");
+        if let Some(d) = line.strip_prefix("DATADIR=") {
+            data_dir = Some(PathBuf::from(d));
+        }
+        if let Some(p) = line.strip_prefix("PORT=") {
+            port = Some(p.parse::<u16>().unwrap());
+        }
+    }
+    let data_dir = data_dir.unwrap();
+    let base = data_dir.parent().unwrap().to_path_buf();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port.unwrap()));
+    assert!(data_dir.join("PG_VERSION").is_file());
+    assert!(TcpStream::connect(addr).is_ok(), "the child's server is up");
+
+    proc.kill().unwrap(); // SIGKILL: no destructor runs in the child.
+    proc.wait().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(15), || !base.exists()),
+        "{} still exists 15 s after kill -9",
+        base.display()
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || TcpStream::connect(addr).is_err()),
+        "the child's server still accepts connections"
+    );
+}
+
+#[test]
+fn external_cluster_from_env() {
+    let shared = Cluster::shared();
+    let mut cmd = child("external");
+    // A URL, to exercise the URL form; MOMOKO_TEST_DSN wins over DATABASE_URL.
+    let url = if shared.is_owned() {
+        format!("postgresql://postgres@127.0.0.1:{}/postgres", shared.port())
+    } else {
+        shared.dsn("postgres")
+    };
+    cmd.env("MOMOKO_TEST_DSN", url)
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/nothing")
+        .env("EXPECTED_PORT", shared.port().to_string())
+        .env("EXPECTED_HOST", shared.host());
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "child failed:\n{stdout}");
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("EXTERNAL-OK "))
+        .unwrap_or_else(|| panic!("no EXTERNAL-OK in:\n{stdout}"));
+    // The child's TestDb dropped its database on the external server.
+    let exists = shared
+        .psql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_database WHERE datname = '{line}'"),
+        )
+        .unwrap();
+    assert_eq!(exists.trim(), "0");
+}
