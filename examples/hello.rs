@@ -15,7 +15,10 @@ async fn main() -> momoko::Result<()> {
         Ok(url) => (url, None),
         Err(_) => {
             let db = momoko_testkit::test_db("hello");
-            eprintln!("DATABASE_URL is unset: started a throw-away PostgreSQL at {}", db.dsn());
+            eprintln!(
+                "DATABASE_URL is unset: started a throw-away PostgreSQL at {}",
+                db.dsn()
+            );
             (db.dsn(), Some(db))
         }
     };
@@ -43,7 +46,11 @@ async fn main() -> momoko::Result<()> {
     let cursors = pool
         .transaction([
             "CREATE TEMP TABLE greeting (word text)".into(),
-            ("INSERT INTO greeting VALUES ($1)", &[&"hello" as momoko::Param<'_>][..]).into(),
+            (
+                "INSERT INTO greeting VALUES ($1)",
+                &[&"hello" as momoko::Param<'_>][..],
+            )
+                .into(),
             "SELECT word FROM greeting".into(),
         ])
         .await?;

@@ -11,9 +11,9 @@
 //!
 //! | feature | module | executor |
 //! |---|---|---|
-//! | `tokio` (default) | [`tokio`](crate::tokio) | `TokioExecutor` |
-//! | `async-std` | [`async_std`](crate::async_std) | `AsyncStdExecutor` |
-//! | `smol` | [`smol`](crate::smol) | `SmolExecutor` |
+//! | `tokio` (default) | [`tokio`] | `TokioExecutor` |
+//! | `async-std` | [`async_std`] | `AsyncStdExecutor` |
+//! | `smol` | [`smol`] | `SmolExecutor` |
 //!
 //! Any other runtime plugs in by implementing [`Executor`].
 //!

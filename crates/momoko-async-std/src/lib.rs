@@ -51,7 +51,11 @@ impl Executor for AsyncStdExecutor {
         Box::pin(async_std::task::sleep(duration))
     }
 
-    fn connect_tcp<'a>(&'a self, host: &'a str, port: u16) -> BoxFuture<'a, io::Result<Box<dyn Socket>>> {
+    fn connect_tcp<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> BoxFuture<'a, io::Result<Box<dyn Socket>>> {
         Box::pin(async move {
             let stream = async_std::net::TcpStream::connect((host, port)).await?;
             Ok(Box::new(TcpSocket(stream.compat())) as Box<dyn Socket>)
@@ -68,7 +72,10 @@ impl Executor for AsyncStdExecutor {
             #[cfg(not(unix))]
             {
                 let _ = path;
-                Err(io::Error::new(io::ErrorKind::Unsupported, "Unix sockets are not supported here"))
+                Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "Unix sockets are not supported here",
+                ))
             }
         })
     }

@@ -24,11 +24,20 @@ fn queries_run_with_no_tokio_runtime_in_the_process() {
             "no tokio runtime context exists"
         );
         let conn = momoko_async_std::connect(&db.dsn()).await.expect("connect");
-        let mut cursor = conn.execute("SELECT $1::int4 * 2", &[&21i32]).await.expect("query");
+        let mut cursor = conn
+            .execute("SELECT $1::int4 * 2", &[&21i32])
+            .await
+            .expect("query");
         assert_eq!(cursor.fetchone().map(|r| r.get::<_, i32>(0)), Some(42));
-        conn.cancel().await.expect("a cancel request over a fresh stream");
+        conn.cancel()
+            .await
+            .expect("a cancel request over a fresh stream");
         drop(conn);
         assert!(tokio::runtime::Handle::try_current().is_err());
     });
-    assert_eq!(tokio_threads(), Vec::<String>::new(), "no tokio runtime thread was started");
+    assert_eq!(
+        tokio_threads(),
+        Vec::<String>::new(),
+        "no tokio runtime thread was started"
+    );
 }

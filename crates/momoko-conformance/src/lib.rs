@@ -100,58 +100,72 @@ macro_rules! __conformance_test {
 macro_rules! __for_each_case {
     ($executor:expr; $block_on:path) => {
         $crate::__cases_list!($executor; $block_on;
-            runtime::spawn_detaches,
-            runtime::sleep_orders_wakeups,
-            runtime::now_is_monotonic,
-            connection::connect_tcp,
-            connection::connect_unix,
-            connection::unreachable_host_fails_fast,
-            connection::blackholed_connect_times_out,
-            connection::wrong_password_is_auth_error,
-            connection::invalid_dsn_is_config_error,
-            connection::cursor_methods,
-            connection::param_types_round_trip,
-            connection::callproc_functions,
-            connection::mogrify_round_trips,
-            connection::mogrify_resists_injection,
-            connection::mogrify_nul_and_count_errors,
-            connection::transaction_commits,
-            connection::transaction_rolls_back,
-            connection::transaction_with_closure,
-            connection::server_side_cursor,
-            connection::sql_error_leaves_connection_usable,
-            connection::wrong_parameters_are_clear_errors,
-            connection::statement_cache_reuses_statements,
-            connection::cancel_running_query,
-            connection::ping_version_and_close,
-            pool::parallel_queries_use_distinct_connections,
-            pool::queue_serialises_with_size_one,
-            pool::sequential_queries_never_stretch,
-            pool::concurrent_long_queries_stretch,
-            pool::concurrent_getconn_stretch,
-            pool::shrinks_idle_extras_to_size,
-            pool::setsession_applies_to_every_connection,
-            pool::failing_setsession_fails_the_connection,
-            pool::getconn_guard_returns_connection,
-            pool::putconn_from_another_pool_is_an_error,
-            pool::close_with_queued_and_in_flight_work,
-            pool::use_before_connect_waits,
-            pool::unreachable_server_partially_connected,
-            pool::acquire_timeout_fires_when_exhausted,
-            pool::query_methods_on_the_pool,
-            pool::server_side_cursor_on_held_connection,
-            pool::statement_timeout_cancels_on_server,
-            pool::dropped_query_future_is_safe,
-            pool::heals_after_backends_are_terminated,
-            pool::mixed_run_balances,
+            runtime: [
+                spawn_detaches,
+                sleep_orders_wakeups,
+                now_is_monotonic,
+            ],
+            connection: [
+                connect_tcp,
+                connect_unix,
+                unreachable_host_fails_fast,
+                blackholed_connect_times_out,
+                wrong_password_is_auth_error,
+                invalid_dsn_is_config_error,
+                cursor_methods,
+                param_types_round_trip,
+                callproc_functions,
+                mogrify_round_trips,
+                mogrify_resists_injection,
+                mogrify_nul_and_count_errors,
+                transaction_commits,
+                transaction_rolls_back,
+                transaction_with_closure,
+                server_side_cursor,
+                sql_error_leaves_connection_usable,
+                wrong_parameters_are_clear_errors,
+                statement_cache_reuses_statements,
+                cancel_running_query,
+                ping_version_and_close,
+            ],
+            pool: [
+                parallel_queries_use_distinct_connections,
+                queue_serialises_with_size_one,
+                sequential_queries_never_stretch,
+                concurrent_long_queries_stretch,
+                concurrent_getconn_stretch,
+                shrinks_idle_extras_to_size,
+                setsession_applies_to_every_connection,
+                failing_setsession_fails_the_connection,
+                getconn_guard_returns_connection,
+                putconn_from_another_pool_is_an_error,
+                close_with_queued_and_in_flight_work,
+                use_before_connect_waits,
+                unreachable_server_partially_connected,
+                acquire_timeout_fires_when_exhausted,
+                query_methods_on_the_pool,
+                server_side_cursor_on_held_connection,
+                statement_timeout_cancels_on_server,
+                dropped_query_future_is_safe,
+                heals_after_backends_are_terminated,
+                mixed_run_balances,
+            ],
         );
     };
 }
 
+/// One test module per group (`runtime`, `connection`, `pool`, …), so `cargo test pool::`
+/// selects a group.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __cases_list {
-    ($executor:expr; $block_on:path; $($module:ident :: $case:ident),* $(,)?) => {
-        $( $crate::__conformance_test!($executor; $block_on; $module :: $case); )*
+    ($executor:expr; $block_on:path; $($module:ident: [$($case:ident),* $(,)?]),* $(,)?) => {
+        $(
+            mod $module {
+                #[allow(unused_imports)]
+                use super::*;
+                $( $crate::__conformance_test!($executor; $block_on; $module :: $case); )*
+            }
+        )*
     };
 }

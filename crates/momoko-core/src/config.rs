@@ -183,10 +183,7 @@ impl fmt::Debug for ConnectOptions {
             .field("targets", &self.targets())
             .field("user", &self.pg.get_user())
             .field("dbname", &self.pg.get_dbname())
-            .field(
-                "password",
-                &self.pg.get_password().map(|_| "<redacted>"),
-            )
+            .field("password", &self.pg.get_password().map(|_| "<redacted>"))
             .field("application_name", &self.pg.get_application_name())
             .field("connect_timeout", &self.pg.get_connect_timeout())
             .field("keepalives", &self.pg.get_keepalives())
@@ -375,7 +372,11 @@ fn targets(pg: &tokio_postgres::Config) -> Result<Vec<Target>> {
 
     let mut out = Vec::with_capacity(entries.len());
     for (i, host) in entries.into_iter().enumerate() {
-        let port = if defaulted { port_for(0)? } else { port_for(i)? };
+        let port = if defaulted {
+            port_for(0)?
+        } else {
+            port_for(i)?
+        };
         match host {
             Host::Tcp(h) => {
                 if h.is_empty() {
@@ -448,7 +449,10 @@ mod tests {
     fn defaults_are_libpq_like() {
         let o = parse("user=u", &[]).unwrap();
         let t = o.targets();
-        assert_eq!(t.last().map(String::as_str), Some("host localhost port 5432"));
+        assert_eq!(
+            t.last().map(String::as_str),
+            Some("host localhost port 5432")
+        );
         assert!(t[0].starts_with("socket /var/run/postgresql/.s.PGSQL.5432"));
     }
 

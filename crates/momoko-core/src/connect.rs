@@ -124,12 +124,16 @@ pub(crate) async fn open_socket(
 ) -> Result<Box<dyn Socket>> {
     match target {
         Target::Tcp { host, port } => {
-            let socket = executor
-                .connect_tcp(host, *port)
-                .await
-                .map_err(|e| Error::new(ErrorKind::Connect, format!("{target}: {e}")).with_source(e))?;
-            configure_tcp(&*socket, options)
-                .map_err(|e| Error::new(ErrorKind::Connect, format!("{target}: setting socket options: {e}")).with_source(e))?;
+            let socket = executor.connect_tcp(host, *port).await.map_err(|e| {
+                Error::new(ErrorKind::Connect, format!("{target}: {e}")).with_source(e)
+            })?;
+            configure_tcp(&*socket, options).map_err(|e| {
+                Error::new(
+                    ErrorKind::Connect,
+                    format!("{target}: setting socket options: {e}"),
+                )
+                .with_source(e)
+            })?;
             Ok(socket)
         }
         Target::Unix { path } => executor

@@ -139,7 +139,10 @@ impl Connection {
     /// # Errors
     ///
     /// As [`Connection::connect`], minus the parse errors.
-    pub async fn connect_with(options: &ConnectOptions, executor: Arc<dyn Executor>) -> Result<Connection> {
+    pub async fn connect_with(
+        options: &ConnectOptions,
+        executor: Arc<dyn Executor>,
+    ) -> Result<Connection> {
         let opened = connect::open(options, &executor).await?;
         Ok(Connection {
             client: opened.client,
@@ -170,14 +173,20 @@ impl Connection {
             return Err(Error::closed("the connection is closed").not_executed());
         }
         // Preparing executes nothing: a failure here is always safe to retry elsewhere.
-        let statement = self.prepare_cached(sql).await.map_err(Error::not_executed)?;
+        let statement = self
+            .prepare_cached(sql)
+            .await
+            .map_err(Error::not_executed)?;
         check_param_count(&statement, params)?;
         match self.query_statement(&statement, params).await {
             Err(e) if is_stale_statement(&e) => {
                 // The server forgot or changed the statement (DISCARD ALL, ALTER TABLE, …):
                 // prepare it afresh once.
                 self.forget(sql);
-                let statement = self.prepare_cached(sql).await.map_err(Error::not_executed)?;
+                let statement = self
+                    .prepare_cached(sql)
+                    .await
+                    .map_err(Error::not_executed)?;
                 self.query_statement(&statement, params).await
             }
             Err(e) if e.is_server_termination() => Err(e.not_executed()),
@@ -301,7 +310,11 @@ impl Connection {
                 Ok(()) => Ok(value),
                 Err(e) => {
                     self.rollback_quietly().await;
-                    Err(if e.is_server_termination() { e.not_executed() } else { e })
+                    Err(if e.is_server_termination() {
+                        e.not_executed()
+                    } else {
+                        e
+                    })
                 }
             },
             Err(e) => {
@@ -350,7 +363,9 @@ impl Connection {
         if known != 0 {
             return Ok(known);
         }
-        let cursor = self.execute("SELECT current_setting('server_version_num')::int4", &[]).await?;
+        let cursor = self
+            .execute("SELECT current_setting('server_version_num')::int4", &[])
+            .await?;
         let v: i32 = cursor.scalar()?;
         self.server_version.store(v, Ordering::Relaxed);
         Ok(v)
@@ -407,12 +422,21 @@ impl Connection {
     /// with one simple-protocol round trip: there, `now()` (the transaction's start) equals
     /// `statement_timestamp()` exactly when the asking statement started its own transaction.
     pub(crate) async fn in_transaction_block(&self) -> Result<bool> {
-        match self.client.simple_query("SELECT now() = statement_timestamp()").await {
+        match self
+            .client
+            .simple_query("SELECT now() = statement_timestamp()")
+            .await
+        {
             Ok(messages) => Ok(!messages.iter().any(|m| match m {
                 tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0) == Some("t"),
                 _ => false,
             })),
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION) => Ok(true),
+            Err(e)
+                if e.code()
+                    == Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION) =>
+            {
+                Ok(true)
+            }
             Err(e) => Err(Error::from_pg(e)),
         }
     }
@@ -438,7 +462,10 @@ impl Connection {
     }
 
     pub(crate) async fn prepare_typed(&self, sql: &str, types: &[Type]) -> Result<Statement> {
-        self.client.prepare_typed(sql, types).await.map_err(Error::from_pg)
+        self.client
+            .prepare_typed(sql, types)
+            .await
+            .map_err(Error::from_pg)
     }
 
     fn forget(&self, sql: &str) {
@@ -448,10 +475,16 @@ impl Connection {
     fn lock_cache(&self) -> std::sync::MutexGuard<'_, StatementCache> {
         // A poisoned cache only means another thread panicked mid-update of a map of statements;
         // the map itself is still valid.
-        self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub(crate) async fn query_statement(&self, statement: &Statement, params: &[Param<'_>]) -> Result<Cursor> {
+    pub(crate) async fn query_statement(
+        &self,
+        statement: &Statement,
+        params: &[Param<'_>],
+    ) -> Result<Cursor> {
         self.activity.fetch_add(1, Ordering::Relaxed);
         let stream = self
             .client
@@ -502,7 +535,10 @@ fn is_stale_statement(e: &Error) -> bool {
             let c = c.code();
             // 26000 invalid_sql_statement_name: the prepared statement is gone.
             // 0A000 feature_not_supported: "cached plan must not change result type".
-            c == "26000" || (c == "0A000" && e.as_db_error().is_some_and(|d| d.message().contains("cached plan")))
+            c == "26000"
+                || (c == "0A000"
+                    && e.as_db_error()
+                        .is_some_and(|d| d.message().contains("cached plan")))
         }
         None => false,
     }

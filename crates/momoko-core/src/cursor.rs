@@ -43,7 +43,11 @@ pub struct Cursor {
 pub use tokio_postgres::Column;
 
 impl Cursor {
-    pub(crate) fn new(rows: Vec<Row>, rows_affected: Option<u64>, statement: Option<Statement>) -> Cursor {
+    pub(crate) fn new(
+        rows: Vec<Row>,
+        rows_affected: Option<u64>,
+        statement: Option<Statement>,
+    ) -> Cursor {
         let rowcount = rows_affected.unwrap_or(rows.len() as u64);
         Cursor {
             rows,
@@ -110,7 +114,10 @@ impl Cursor {
         let r = self.rows.get(row).ok_or_else(|| {
             Error::new(
                 ErrorKind::Conversion,
-                format!("row {row} does not exist: the result has {} rows", self.rows.len()),
+                format!(
+                    "row {row} does not exist: the result has {} rows",
+                    self.rows.len()
+                ),
             )
         })?;
         column.get_from(r)

@@ -170,7 +170,10 @@ impl Error {
     /// Whether the server ended the session while running the statement, which aborts its
     /// transaction (`57P01` admin shutdown, `57P02` crash shutdown, `57P03` cannot connect now).
     pub(crate) fn is_server_termination(&self) -> bool {
-        matches!(self.code().map(SqlState::code), Some("57P01" | "57P02" | "57P03"))
+        matches!(
+            self.code().map(SqlState::code),
+            Some("57P01" | "57P02" | "57P03")
+        )
     }
 
     pub(crate) fn config(message: impl Into<String>) -> Error {
@@ -198,7 +201,10 @@ impl Error {
     }
 
     pub(crate) fn not_available(cause: Option<&Error>) -> Error {
-        let e = Error::new(ErrorKind::DatabaseNotAvailable, "no database connection available");
+        let e = Error::new(
+            ErrorKind::DatabaseNotAvailable,
+            "no database connection available",
+        );
         match cause {
             Some(c) => e.with_source(Error::new(c.kind(), c.to_string())),
             None => e,
@@ -392,7 +398,8 @@ fn source_is<T: StdError + 'static>(e: &tokio_postgres::Error) -> bool {
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Error");
-        d.field("kind", &self.0.kind).field("message", &self.0.message);
+        d.field("kind", &self.0.kind)
+            .field("message", &self.0.message);
         if let Some(code) = self.code() {
             d.field("code", &code.code());
         }

@@ -80,7 +80,11 @@ pub trait Executor: Send + Sync + fmt::Debug + 'static {
     ///
     /// Name resolution must not block the calling thread. When the name resolves to several
     /// addresses, try them in order and return the first connection that succeeds.
-    fn connect_tcp<'a>(&'a self, host: &'a str, port: u16) -> BoxFuture<'a, io::Result<Box<dyn Socket>>>;
+    fn connect_tcp<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> BoxFuture<'a, io::Result<Box<dyn Socket>>>;
 
     /// Opens a Unix-domain stream connection to the socket file at `path`.
     ///
@@ -176,7 +180,11 @@ macro_rules! forward_io {
         }
 
         impl<S: AsyncWrite + Unpin> AsyncWrite for $name<S> {
-            fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            fn poll_write(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
                 Pin::new(&mut self.0).poll_write(cx, buf)
             }
 
@@ -184,7 +192,10 @@ macro_rules! forward_io {
                 Pin::new(&mut self.0).poll_flush(cx)
             }
 
-            fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            fn poll_shutdown(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<io::Result<()>> {
                 Pin::new(&mut self.0).poll_shutdown(cx)
             }
 

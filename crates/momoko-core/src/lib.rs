@@ -25,7 +25,9 @@ pub use connection::{Connection, Param, Query};
 pub use cursor::{Column, ColumnIndex, Cursor};
 pub use error::{DbErrorClass, Error, ErrorKind, Result};
 pub use executor::{Executor, PlainSocket, Socket, TcpSocket};
-pub use pool::{Pool, PoolBuilder, PoolConfig, PoolCounters, PoolStatus, PooledConnection, RetryPolicy};
+pub use pool::{
+    Pool, PoolBuilder, PoolConfig, PoolCounters, PoolStatus, PooledConnection, RetryPolicy,
+};
 
 pub use futures_core::future::BoxFuture;
 pub use tokio_postgres::error::{DbError, SqlState};

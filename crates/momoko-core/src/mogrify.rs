@@ -15,7 +15,11 @@ use crate::connection::{sql_text_error, Connection, Param};
 use crate::error::{Error, Result};
 use crate::sql;
 
-pub(crate) async fn mogrify(conn: &Connection, query: &str, params: &[Param<'_>]) -> Result<String> {
+pub(crate) async fn mogrify(
+    conn: &Connection,
+    query: &str,
+    params: &[Param<'_>],
+) -> Result<String> {
     let used = sql::max_placeholder(query).map_err(sql_text_error)?;
     if used != params.len() {
         return Err(Error::parameter(format!(
@@ -35,7 +39,11 @@ pub(crate) async fn mogrify(conn: &Connection, query: &str, params: &[Param<'_>]
     for (i, (param, ty)) in params.iter().zip(&types).enumerate() {
         buf.clear();
         let null = param.to_sql_checked(ty, &mut buf).map_err(|e| {
-            Error::parameter(format!("parameter ${} cannot be sent as {}: {e}", i + 1, ty.name()))
+            Error::parameter(format!(
+                "parameter ${} cannot be sent as {}: {e}",
+                i + 1,
+                ty.name()
+            ))
         })?;
         if let IsNull::Yes = null {
             literals.push(Some("NULL".to_owned()));
@@ -56,12 +64,16 @@ pub(crate) async fn mogrify(conn: &Connection, query: &str, params: &[Param<'_>]
             .join(", ");
         let remote_types: Vec<Type> = remote.iter().map(|&i| types[i].clone()).collect();
         let remote_params: Vec<Param<'_>> = remote.iter().map(|&i| params[i]).collect();
-        let statement = conn.prepare_typed(&format!("SELECT {select}"), &remote_types).await?;
+        let statement = conn
+            .prepare_typed(&format!("SELECT {select}"), &remote_types)
+            .await?;
         let cursor = conn.query_statement(&statement, &remote_params).await?;
-        let row = cursor
-            .rows()
-            .first()
-            .ok_or_else(|| Error::new(crate::ErrorKind::Protocol, "mogrify: no row from the server"))?;
+        let row = cursor.rows().first().ok_or_else(|| {
+            Error::new(
+                crate::ErrorKind::Protocol,
+                "mogrify: no row from the server",
+            )
+        })?;
         for (k, &i) in remote.iter().enumerate() {
             let text: Option<&str> = row.try_get(k).map_err(Error::from_pg)?;
             let literal = match text {
@@ -76,7 +88,10 @@ pub(crate) async fn mogrify(conn: &Connection, query: &str, params: &[Param<'_>]
         }
     }
 
-    let literals: Vec<String> = literals.into_iter().map(Option::unwrap_or_default).collect();
+    let literals: Vec<String> = literals
+        .into_iter()
+        .map(Option::unwrap_or_default)
+        .collect();
     sql::substitute(query, &literals).map_err(sql_text_error)
 }
 
@@ -91,10 +106,21 @@ fn local_literal(ty: &Type, bin: &[u8], index: usize) -> Result<Option<String>> 
             )),
             other => sql_text_error(other),
         })?;
-        Ok(Some(if cast.is_empty() { lit } else { format!("{lit}::{cast}") }))
+        Ok(Some(if cast.is_empty() {
+            lit
+        } else {
+            format!("{lit}::{cast}")
+        }))
     };
     let lit = match *ty {
-        Type::BOOL => Some(if bin.first().copied().unwrap_or(0) != 0 { "true" } else { "false" }.to_owned()),
+        Type::BOOL => Some(
+            if bin.first().copied().unwrap_or(0) != 0 {
+                "true"
+            } else {
+                "false"
+            }
+            .to_owned(),
+        ),
         Type::INT2 => Some(read_i16(bin).ok_or_else(bad)?.to_string()),
         Type::INT4 => Some(read_i32(bin).ok_or_else(bad)?.to_string()),
         Type::INT8 => Some(read_i64(bin).ok_or_else(bad)?.to_string()),
@@ -104,7 +130,7 @@ fn local_literal(ty: &Type, bin: &[u8], index: usize) -> Result<Option<String>> 
             return quoted(&float_text(f64::from(v), format!("{v:?}")), "float4");
         }
         Type::FLOAT8 => {
-            let v = f64::from_bits(read_i64(bin).ok_or_else(bad)?.cast_unsigned());
+            let v = f64::from_bits(read_u64(bin).ok_or_else(bad)?);
             return quoted(&float_text(v, format!("{v:?}")), "float8");
         }
         // Text goes untyped, like psycopg2's strings, so it fits any context.
@@ -121,13 +147,21 @@ fn local_literal(ty: &Type, bin: &[u8], index: usize) -> Result<Option<String>> 
         }
         Type::JSON => return quoted(std::str::from_utf8(bin).map_err(|_| bad())?, "json"),
         Type::JSONB => match bin.split_first() {
-            Some((1, text)) => return quoted(std::str::from_utf8(text).map_err(|_| bad())?, "jsonb"),
+            Some((1, text)) => {
+                return quoted(std::str::from_utf8(text).map_err(|_| bad())?, "jsonb")
+            }
             _ => None,
         },
         _ => None,
     };
     // Parentheses keep a negative number one token whatever surrounds the placeholder.
-    Ok(lit.map(|l| if l.starts_with('-') { format!("({l})") } else { l }))
+    Ok(lit.map(|l| {
+        if l.starts_with('-') {
+            format!("({l})")
+        } else {
+            l
+        }
+    }))
 }
 
 /// PostgreSQL's spelling of a float: `NaN`, `Infinity`, `-Infinity`, or the shortest decimal
@@ -144,7 +178,12 @@ fn float_text(v: f64, shortest: String) -> String {
 
 /// The type's name for a cast: builtin names bare, others schema-qualified and quoted.
 fn type_name(ty: &Type) -> Result<String> {
-    if ty.schema() == "pg_catalog" && ty.name().bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+    if ty.schema() == "pg_catalog"
+        && ty
+            .name()
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
         return Ok(ty.name().to_owned());
     }
     Ok(format!(
@@ -224,6 +263,10 @@ fn read_i32(b: &[u8]) -> Option<i32> {
 
 fn read_i64(b: &[u8]) -> Option<i64> {
     Some(i64::from_be_bytes(b.try_into().ok()?))
+}
+
+fn read_u64(b: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(b.try_into().ok()?))
 }
 
 fn read_u32(b: &[u8]) -> Option<u32> {

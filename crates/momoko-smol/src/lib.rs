@@ -49,7 +49,11 @@ impl Executor for SmolExecutor {
         })
     }
 
-    fn connect_tcp<'a>(&'a self, host: &'a str, port: u16) -> BoxFuture<'a, io::Result<Box<dyn Socket>>> {
+    fn connect_tcp<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> BoxFuture<'a, io::Result<Box<dyn Socket>>> {
         Box::pin(async move {
             let stream = smol::net::TcpStream::connect((host, port)).await?;
             Ok(Box::new(TcpSocket(stream.compat())) as Box<dyn Socket>)
@@ -66,7 +70,10 @@ impl Executor for SmolExecutor {
             #[cfg(not(unix))]
             {
                 let _ = path;
-                Err(io::Error::new(io::ErrorKind::Unsupported, "Unix sockets are not supported here"))
+                Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "Unix sockets are not supported here",
+                ))
             }
         })
     }

@@ -160,7 +160,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-
 fn command_failed(what: &str, out: &Output) -> io::Error {
     let mut msg = format!("{what} failed ({})", out.status);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -579,7 +578,11 @@ impl Owned {
             return Ok(());
         }
         let e = command_failed(
-            &format!("pg_ctl start (port {}, data {})", self.port, self.data_dir.display()),
+            &format!(
+                "pg_ctl start (port {}, data {})",
+                self.port,
+                self.data_dir.display()
+            ),
             &out,
         );
         Err(io::Error::other(format!(

@@ -105,8 +105,7 @@ impl Conninfo {
 /// Quotes a value for a `key=value` string when needed.
 pub(crate) fn quote_value(v: &str) -> String {
     let needs_quotes = v.is_empty()
-        || v
-            .chars()
+        || v.chars()
             .any(|c| c.is_whitespace() || c == '\'' || c == '\\' || c == '=');
     if !needs_quotes {
         return v.to_owned();
@@ -319,7 +318,10 @@ mod tests {
         let c = Conninfo::parse("postgres://localhost").unwrap();
         assert_eq!(c.to_string(), "host=localhost");
         let c = Conninfo::parse("postgres://u@h:1/d").unwrap();
-        assert_eq!(c.with("dbname", "e").to_string(), "host=h port=1 user=u dbname=e");
+        assert_eq!(
+            c.with("dbname", "e").to_string(),
+            "host=h port=1 user=u dbname=e"
+        );
     }
 
     #[test]

@@ -23,7 +23,10 @@ fn shared_cluster_answers_over_tcp_and_unix_socket() {
         assert_eq!(cluster.host(), "127.0.0.1");
         let unix = db.unix_dsn().expect("owned clusters have a Unix socket");
         let sock_dir = cluster.socket_dir().unwrap();
-        assert!(unix.contains(&format!("host={}", sock_dir.display())), "{unix}");
+        assert!(
+            unix.contains(&format!("host={}", sock_dir.display())),
+            "{unix}"
+        );
         assert!(sock_dir
             .join(format!(".s.PGSQL.{}", cluster.port()))
             .exists());
@@ -80,9 +83,7 @@ fn created_databases_are_distinct_exist_and_are_dropped() {
 #[test]
 fn parallel_database_creation_never_collides() {
     let dbs: Vec<_> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..8)
-            .map(|_| s.spawn(|| test_db("parallel")))
-            .collect();
+        let handles: Vec<_> = (0..8).map(|_| s.spawn(|| test_db("parallel"))).collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let mut names: Vec<&str> = dbs.iter().map(|d| d.name()).collect();
@@ -90,7 +91,10 @@ fn parallel_database_creation_never_collides() {
     names.dedup();
     assert_eq!(names.len(), 8);
     for db in &dbs {
-        assert_eq!(db.psql("SELECT current_database()").unwrap().trim(), db.name());
+        assert_eq!(
+            db.psql("SELECT current_database()").unwrap().trim(),
+            db.name()
+        );
     }
 }
 
@@ -146,7 +150,11 @@ fn private_cluster_stops_and_starts_on_the_same_port() {
     let pid_before = std::fs::read_to_string(data.join("postmaster.pid")).unwrap();
     futures::executor::block_on(cluster.restart(StopMode::Immediate)).unwrap();
     let pid_after = std::fs::read_to_string(data.join("postmaster.pid")).unwrap();
-    assert_ne!(pid_before.lines().next(), pid_after.lines().next(), "a new postmaster");
+    assert_ne!(
+        pid_before.lines().next(),
+        pid_after.lines().next(),
+        "a new postmaster"
+    );
     assert_eq!(psql(&dsn, "SELECT 4").unwrap(), "4");
     futures::executor::block_on(cluster.stop(StopMode::Smart)).unwrap();
     assert!(psql(&dsn, "SELECT 1").is_err());
@@ -192,7 +200,10 @@ fn reload_with_applies_settings_and_hba() {
     assert!(hba.contains("reject"), "{hba}");
 
     cluster
-        .reload_with(&[], Some("local all all trust\nhost all all 127.0.0.1/32 trust\n"))
+        .reload_with(
+            &[],
+            Some("local all all trust\nhost all all 127.0.0.1/32 trust\n"),
+        )
         .unwrap();
     assert_eq!(psql(&tcp, "SELECT 1").unwrap(), "1");
 }

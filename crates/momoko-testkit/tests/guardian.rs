@@ -50,7 +50,11 @@ fn child_entry() {
 
             let db = test_db("external");
             assert_eq!(db.psql("SELECT 5").unwrap(), "5\n");
-            assert!(db.dsn().contains(&format!("dbname={}", db.name())), "{}", db.dsn());
+            assert!(
+                db.dsn().contains(&format!("dbname={}", db.name())),
+                "{}",
+                db.dsn()
+            );
             assert_eq!(
                 common::psql(&db.dsn(), "SELECT current_database()").unwrap(),
                 db.name()

@@ -27,7 +27,8 @@ fn wait_for_active_query(db: &TestDb, query: &str) {
          AND state = 'active' AND query = '{query}'"
     );
     assert!(
-        wait_until(Duration::from_secs(10), || db.psql(&sql).unwrap().trim() == "1"),
+        wait_until(Duration::from_secs(10), || db.psql(&sql).unwrap().trim()
+            == "1"),
         "{query:?} never became active"
     );
 }
@@ -42,12 +43,11 @@ fn forwards_queries() {
     assert_eq!(proxy.addr().port(), proxy.port());
     assert_eq!(proxy.accepted(), 0);
     assert_eq!(psql(&dsn, "select 42").unwrap(), "42");
-    assert_eq!(
-        psql(&dsn, "select current_database()").unwrap(),
-        db.name()
-    );
+    assert_eq!(psql(&dsn, "select current_database()").unwrap(), db.name());
     assert_eq!(proxy.accepted(), 2);
-    assert!(wait_until(Duration::from_secs(5), || proxy.open_connections() == 0));
+    assert!(wait_until(Duration::from_secs(5), || proxy
+        .open_connections()
+        == 0));
 }
 
 #[test]
@@ -58,7 +58,11 @@ fn refuse_fails_fast_and_can_be_lifted() {
     proxy.set_refuse(true);
     let t = Instant::now();
     let err = psql(&dsn, "select 1").unwrap_err();
-    assert!(t.elapsed() < Duration::from_secs(3), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t.elapsed()
+    );
     assert!(!err.is_empty());
     assert_eq!(proxy.accepted(), 0, "refused connections are not counted");
     proxy.set_refuse(false);
@@ -80,12 +84,25 @@ fn sever_all_kills_open_connections() {
     proxy.sever_all();
     let status = child.wait().unwrap();
     let waited = t.elapsed();
-    assert!(!status.success(), "psql must fail when its connection is severed");
-    assert!(waited < Duration::from_secs(3), "psql exited after {waited:?}");
+    assert!(
+        !status.success(),
+        "psql must fail when its connection is severed"
+    );
+    assert!(
+        waited < Duration::from_secs(3),
+        "psql exited after {waited:?}"
+    );
     let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     assert!(stderr.contains("closed"), "{stderr}");
-    assert!(wait_until(Duration::from_secs(5), || proxy.open_connections() == 0));
+    assert!(wait_until(Duration::from_secs(5), || proxy
+        .open_connections()
+        == 0));
 
     // New connections are unaffected.
     assert_eq!(psql(&proxy.dsn_for(&db), "select 7").unwrap(), "7");
@@ -139,7 +156,11 @@ fn blackhole_holds_bytes_of_existing_connections() {
     );
     proxy.set_blackhole(false);
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "99");
 }
 
@@ -151,7 +172,11 @@ fn connect_delay_adds_latency() {
     proxy.set_connect_delay(Duration::from_millis(700));
     let t = Instant::now();
     assert_eq!(psql(&dsn, "select 1").unwrap(), "1");
-    assert!(t.elapsed() >= Duration::from_millis(700), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(700),
+        "{:?}",
+        t.elapsed()
+    );
     proxy.set_connect_delay(Duration::ZERO);
     assert_eq!(psql(&dsn, "select 1").unwrap(), "1");
 }
@@ -168,7 +193,9 @@ fn dropping_the_proxy_closes_everything() {
     )
     .spawn()
     .unwrap();
-    assert!(wait_until(Duration::from_secs(5), || proxy.open_connections() == 1));
+    assert!(wait_until(Duration::from_secs(5), || proxy
+        .open_connections()
+        == 1));
     let t = Instant::now();
     drop(proxy);
     let status = child.wait().unwrap();

@@ -50,7 +50,11 @@ impl Executor for TokioExecutor {
         tokio::time::Instant::now().into_std()
     }
 
-    fn connect_tcp<'a>(&'a self, host: &'a str, port: u16) -> BoxFuture<'a, io::Result<Box<dyn Socket>>> {
+    fn connect_tcp<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> BoxFuture<'a, io::Result<Box<dyn Socket>>> {
         Box::pin(async move {
             let stream = tokio::net::TcpStream::connect((host, port)).await?;
             Ok(Box::new(TcpSocket(stream)) as Box<dyn Socket>)
@@ -67,7 +71,10 @@ impl Executor for TokioExecutor {
             #[cfg(not(unix))]
             {
                 let _ = path;
-                Err(io::Error::new(io::ErrorKind::Unsupported, "Unix sockets are not supported here"))
+                Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "Unix sockets are not supported here",
+                ))
             }
         })
     }

@@ -52,7 +52,10 @@ fn tcp_parts(ctx: &Ctx) -> TcpParts {
     TcpParts {
         host,
         port,
-        user: options.get_user().expect("the test DSN has a user").to_owned(),
+        user: options
+            .get_user()
+            .expect("the test DSN has a user")
+            .to_owned(),
         dbname: options
             .get_dbname()
             .expect("the test DSN has a database")
@@ -99,7 +102,8 @@ async fn off_thread<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static
     std::thread::spawn(move || {
         let _ = tx.send(work());
     });
-    rx.await.expect("the helper thread finished without panicking")
+    rx.await
+        .expect("the helper thread finished without panicking")
 }
 
 /// Runs `sql` and returns the first column of its first row.
@@ -196,7 +200,11 @@ pub async fn connect_tcp(ctx: &Ctx) {
         "the server sees a TCP session"
     );
     let db: String = scalar(&conn, "SELECT current_database()::text", &[]).await;
-    assert_eq!(db, tcp_parts(ctx).dbname, "connected to the case's database");
+    assert_eq!(
+        db,
+        tcp_parts(ctx).dbname,
+        "connected to the case's database"
+    );
 }
 
 /// A Unix-socket connection works, reports a socket target, and the server sees no TCP address.
@@ -264,13 +272,20 @@ pub async fn blackholed_connect_times_out(ctx: &Ctx) {
     let options = ConnectOptions::parse(&dsn)
         .expect("the proxy DSN parses")
         .connect_timeout(Duration::from_millis(300));
-    assert_eq!(options.get_connect_timeout(), Some(Duration::from_millis(300)));
+    assert_eq!(
+        options.get_connect_timeout(),
+        Some(Duration::from_millis(300))
+    );
     let err = Connection::connect_with(&options, ctx.executor.clone())
         .await
         .expect_err("a blackholed server cannot be connected to");
     assert!(err.is_timeout(), "{err:?}");
     assert!(!err.is_connect(), "{err:?}");
-    assert_eq!(proxy.accepted(), 2, "the TCP connection itself was accepted");
+    assert_eq!(
+        proxy.accepted(),
+        2,
+        "the TCP connection itself was accepted"
+    );
 
     // Dropping the proxy joins its accept thread: do it off the executor.
     off_thread(move || drop(proxy)).await;
@@ -328,7 +343,10 @@ pub async fn wrong_password_is_auth_error(ctx: &Ctx) {
     let debug = format!("{err:?}");
     for text in [&display, &debug] {
         assert!(!text.contains(WRONG), "the password leaked: {text}");
-        assert!(!text.contains("Wr0ng"), "part of the password leaked: {text}");
+        assert!(
+            !text.contains("Wr0ng"),
+            "part of the password leaked: {text}"
+        );
     }
 
     let conn = Connection::connect(&dsn(RIGHT), ctx.executor.clone())
@@ -382,7 +400,10 @@ pub async fn cursor_methods(ctx: &Ctx) {
 
     assert_eq!(cursor.rowcount(), 25);
     assert_eq!(cursor.column_names(), ["n", "sq", "label"]);
-    assert_eq!(cursor.column_types(), [&Type::INT4, &Type::INT4, &Type::TEXT]);
+    assert_eq!(
+        cursor.column_types(),
+        [&Type::INT4, &Type::INT4, &Type::TEXT]
+    );
     let description = cursor.description();
     assert_eq!(description.len(), 3);
     assert_eq!(description[1].name(), "sq");
@@ -410,9 +431,13 @@ pub async fn cursor_methods(ctx: &Ctx) {
     assert_eq!(cursor.get::<String>(9, "label").expect("label"), "x10");
     let err = cursor.get::<i32>(25, "n").expect_err("there is no row 25");
     assert!(err.is_conversion(), "{err:?}");
-    let err = cursor.get::<i32>(0, "nope").expect_err("there is no column nope");
+    let err = cursor
+        .get::<i32>(0, "nope")
+        .expect_err("there is no column nope");
     assert!(err.is_conversion(), "{err:?}");
-    let err = cursor.get::<i32>(0, 3usize).expect_err("there is no column 3");
+    let err = cursor
+        .get::<i32>(0, 3usize)
+        .expect_err("there is no column 3");
     assert!(err.is_conversion(), "{err:?}");
     assert_eq!(cursor.scalar::<i32>().expect("scalar"), 1);
 
@@ -507,9 +532,15 @@ pub async fn cursor_methods(ctx: &Ctx) {
     let err = cursor
         .get::<String>(0, "n")
         .expect_err("an int4 column is not a String");
-    assert!(err.is_conversion(), "reading a column as the wrong type: {err:?}");
+    assert!(
+        err.is_conversion(),
+        "reading a column as the wrong type: {err:?}"
+    );
     let err = cursor.scalar::<bool>().expect_err("an int4 is not a bool");
-    assert!(err.is_conversion(), "reading a column as the wrong type: {err:?}");
+    assert!(
+        err.is_conversion(),
+        "reading a column as the wrong type: {err:?}"
+    );
 }
 
 /// Values of every common type survive a trip to the server and back unchanged.
@@ -533,15 +564,24 @@ pub async fn param_types_round_trip(ctx: &Ctx) {
     }
     assert!(round_trip(&conn, "float8", &f64::NAN).await.is_nan());
     assert!(round_trip(&conn, "float4", &f32::NAN).await.is_nan());
-    assert_eq!(round_trip(&conn, "float8", &f64::INFINITY).await, f64::INFINITY);
+    assert_eq!(
+        round_trip(&conn, "float8", &f64::INFINITY).await,
+        f64::INFINITY
+    );
     assert_eq!(
         round_trip(&conn, "float8", &f64::NEG_INFINITY).await,
         f64::NEG_INFINITY
     );
     let zero = round_trip(&conn, "float8", &-0.0f64).await;
-    assert!(zero == 0.0 && zero.is_sign_negative(), "-0.0 keeps its sign: {zero}");
+    assert!(
+        zero == 0.0 && zero.is_sign_negative(),
+        "-0.0 keeps its sign: {zero}"
+    );
     let zero = round_trip(&conn, "float4", &-0.0f32).await;
-    assert!(zero == 0.0 && zero.is_sign_negative(), "-0.0 keeps its sign: {zero}");
+    assert!(
+        zero == 0.0 && zero.is_sign_negative(),
+        "-0.0 keeps its sign: {zero}"
+    );
 
     assert_round_trip(&conn, "bool", true).await;
     assert_round_trip(&conn, "bool", false).await;
@@ -627,7 +667,10 @@ pub async fn param_types_round_trip(ctx: &Ctx) {
         &[&"12345678901234567890.123456789"],
     )
     .await;
-    assert_eq!(sum, "12345678901234567891.123456789", "computed as numeric, exactly");
+    assert_eq!(
+        sum, "12345678901234567891.123456789",
+        "computed as numeric, exactly"
+    );
 }
 
 /// `callproc` calls functions by (optionally schema-qualified) name and refuses names that are
@@ -684,7 +727,11 @@ pub async fn callproc_functions(ctx: &Ctx) {
             .expect_err("an invalid name is refused");
         assert!(err.is_parameter(), "{bad:?}: {err:?}");
     }
-    assert_eq!(count(&conn, "SELECT count(*) FROM x").await, 2, "x is intact");
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM x").await,
+        2,
+        "x is intact"
+    );
 
     let err = conn
         .callproc("no_such_function", &[&1i32])
@@ -720,8 +767,12 @@ pub async fn mogrify_round_trips(ctx: &Ctx) {
         conn.batch_execute(&format!("SET standard_conforming_strings = {conforming}"))
             .await
             .expect("set standard_conforming_strings");
-        let setting: String =
-            scalar(&conn, "SELECT current_setting('standard_conforming_strings')", &[]).await;
+        let setting: String = scalar(
+            &conn,
+            "SELECT current_setting('standard_conforming_strings')",
+            &[],
+        )
+        .await;
         assert_eq!(setting, conforming);
 
         for s in texts {
@@ -827,7 +878,11 @@ pub async fn mogrify_round_trips(ctx: &Ctx) {
             )
             .await
             .expect("a placeholder used twice");
-        assert_eq!(scalar::<String>(&conn, &sql, &[]).await, "\\mid'dle\\", "{sql}");
+        assert_eq!(
+            scalar::<String>(&conn, &sql, &[]).await,
+            "\\mid'dle\\",
+            "{sql}"
+        );
     }
 
     // Without parameters the text is returned as is, placeholders in literals and comments
@@ -965,7 +1020,11 @@ pub async fn transaction_commits(ctx: &Ctx) {
     assert_eq!(cursors[0].rowcount(), 1);
     assert_eq!(cursors[1].rowcount(), 1);
     assert_eq!(cursors[2].rowcount(), 2);
-    assert_eq!(ints(&cursors[3]), [1, 2, 3, 4], "the SELECT sees its own inserts");
+    assert_eq!(
+        ints(&cursors[3]),
+        [1, 2, 3, 4],
+        "the SELECT sees its own inserts"
+    );
     assert_eq!(cursors[3].get::<String>(1, "name").expect("name"), "two");
 
     let names: Vec<String> = other
@@ -1019,11 +1078,9 @@ pub async fn transaction_rolls_back(ctx: &Ctx) {
     assert_eq!(count(&other, "SELECT count(*) FROM items").await, 1);
 
     // A constraint checked at COMMIT.
-    conn.batch_execute(
-        "CREATE TABLE deferred (id int UNIQUE DEFERRABLE INITIALLY DEFERRED)",
-    )
-    .await
-    .expect("create table");
+    conn.batch_execute("CREATE TABLE deferred (id int UNIQUE DEFERRABLE INITIALLY DEFERRED)")
+        .await
+        .expect("create table");
     let err = conn
         .transaction([
             "INSERT INTO deferred VALUES (1)".into(),
@@ -1057,7 +1114,8 @@ pub async fn transaction_with_closure(ctx: &Ctx) {
     let n: u64 = conn
         .transaction_with(|tx| {
             Box::pin(async move {
-                tx.execute("INSERT INTO items VALUES ($1)", &[&1i32]).await?;
+                tx.execute("INSERT INTO items VALUES ($1)", &[&1i32])
+                    .await?;
                 let c = tx
                     .execute("INSERT INTO items SELECT generate_series(2, 5)", &[])
                     .await?;
@@ -1067,7 +1125,11 @@ pub async fn transaction_with_closure(ctx: &Ctx) {
         .await
         .expect("the body succeeds");
     assert_eq!(n, 4, "the body's value is returned");
-    assert_eq!(count(&other, "SELECT count(*) FROM items").await, 5, "committed");
+    assert_eq!(
+        count(&other, "SELECT count(*) FROM items").await,
+        5,
+        "committed"
+    );
 
     let seen: Arc<Mutex<Option<String>>> = Arc::default();
     let slot = Arc::clone(&seen);
@@ -1203,7 +1265,10 @@ pub async fn sql_error_leaves_connection_usable(ctx: &Ctx) {
     assert!(err.is_db(), "{err:?}");
     assert_eq!(err.code(), Some(&SqlState::DIVISION_BY_ZERO), "{err:?}");
     assert_eq!(err.db_class(), Some(DbErrorClass::Data));
-    assert_eq!(scalar::<i32>(&conn, "SELECT 1 / $1::int", &[&1i32]).await, 1);
+    assert_eq!(
+        scalar::<i32>(&conn, "SELECT 1 / $1::int", &[&1i32]).await,
+        1
+    );
 
     let err = conn
         .batch_execute("SELECT 1; SELECT * FROM no_such_table; SELECT 3")
@@ -1242,8 +1307,14 @@ pub async fn wrong_parameters_are_clear_errors(ctx: &Ctx) {
         .await
         .expect_err("a String is not an int");
     assert!(err.is_parameter(), "{err:?}");
-    assert!(err.to_string().contains("int4"), "names the SQL type: {err}");
-    assert!(err.to_string().contains("String"), "names the Rust type: {err}");
+    assert!(
+        err.to_string().contains("int4"),
+        "names the SQL type: {err}"
+    );
+    assert!(
+        err.to_string().contains("String"),
+        "names the Rust type: {err}"
+    );
     conn.ping().await.expect("usable");
 
     let err = conn
@@ -1264,23 +1335,40 @@ pub async fn statement_cache_reuses_statements(ctx: &Ctx) {
     count(&conn, check).await;
     let base = conn.cached_statements();
     assert!(base >= 1, "the check query is cached");
-    assert_eq!(count(&conn, check).await, base as i64, "server and cache agree");
+    assert_eq!(
+        count(&conn, check).await,
+        base as i64,
+        "server and cache agree"
+    );
 
     let query = "SELECT $1::int4 * 2";
     for i in 0..5i32 {
         assert_eq!(scalar::<i32>(&conn, query, &[&i]).await, i * 2);
     }
-    assert_eq!(conn.cached_statements(), base + 1, "five runs, one statement");
+    assert_eq!(
+        conn.cached_statements(),
+        base + 1,
+        "five runs, one statement"
+    );
 
-    assert_eq!(scalar::<i32>(&conn, "SELECT $1::int4 + 1", &[&1i32]).await, 2);
-    assert_eq!(conn.cached_statements(), base + 2, "a different query adds one");
+    assert_eq!(
+        scalar::<i32>(&conn, "SELECT $1::int4 + 1", &[&1i32]).await,
+        2
+    );
+    assert_eq!(
+        conn.cached_statements(),
+        base + 2,
+        "a different query adds one"
+    );
     assert_eq!(
         count(&conn, check).await,
         conn.cached_statements() as i64,
         "the server holds one prepared statement per cached query"
     );
 
-    conn.batch_execute("DEALLOCATE ALL").await.expect("deallocate");
+    conn.batch_execute("DEALLOCATE ALL")
+        .await
+        .expect("deallocate");
     assert_eq!(
         scalar::<i32>(&conn, query, &[&21i32]).await,
         42,
@@ -1349,7 +1437,8 @@ pub async fn ping_version_and_close(ctx: &Ctx) {
     conn.ping().await.expect("ping");
     let version = conn.server_version().await.expect("server_version");
     assert!(version >= 100_000, "{version}");
-    let reported: String = scalar(&other, "SELECT current_setting('server_version_num')", &[]).await;
+    let reported: String =
+        scalar(&other, "SELECT current_setting('server_version_num')", &[]).await;
     assert_eq!(version.to_string(), reported);
     assert_eq!(conn.server_version().await.expect("again"), version);
     assert!(!conn.is_closed());
@@ -1357,12 +1446,7 @@ pub async fn ping_version_and_close(ctx: &Ctx) {
     let pid: i32 = scalar(&conn, "SELECT pg_backend_pid()", &[]).await;
     // From PostgreSQL 14 on, pg_terminate_backend can wait until the backend is gone.
     let terminated: bool = if version >= 140_000 {
-        scalar(
-            &other,
-            "SELECT pg_terminate_backend($1, 10000)",
-            &[&pid],
-        )
-        .await
+        scalar(&other, "SELECT pg_terminate_backend($1, 10000)", &[&pid]).await
     } else {
         scalar(&other, "SELECT pg_terminate_backend($1)", &[&pid]).await
     };
@@ -1394,7 +1478,10 @@ pub async fn ping_version_and_close(ctx: &Ctx) {
     assert!(err.is_connection_lost(), "{err:?}");
     conn.close();
 
-    other.ping().await.expect("the other connection is unaffected");
+    other
+        .ping()
+        .await
+        .expect("the other connection is unaffected");
     if version >= 140_000 {
         let gone = count(
             &other,

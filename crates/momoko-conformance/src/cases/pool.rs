@@ -64,7 +64,10 @@ pub async fn parallel_queries_use_distinct_connections(ctx: &Ctx) {
     assert_eq!(pids.len(), 3, "three backends");
     let latest_start = [a.1, b.1, c.1].into_iter().max().unwrap();
     let earliest_end = [a.2, b.2, c.2].into_iter().min().unwrap();
-    assert!(latest_start < earliest_end, "the three statements overlapped on the server");
+    assert!(
+        latest_start < earliest_end,
+        "the three statements overlapped on the server"
+    );
     assert_settled(ctx, &pool).await;
 }
 
@@ -148,9 +151,16 @@ pub async fn shrinks_idle_extras_to_size(ctx: &Ctx) {
         let c = pool.execute("SELECT pg_backend_pid()", &[]).await.unwrap();
         last_pid = c.scalar::<i32>().unwrap();
     }
-    eventually(ctx, "the pool shrank back to size", || pool.status().total == 1).await;
+    eventually(ctx, "the pool shrank back to size", || {
+        pool.status().total == 1
+    })
+    .await;
     let c = pool.execute("SELECT pg_backend_pid()", &[]).await.unwrap();
-    assert_eq!(c.scalar::<i32>().unwrap(), last_pid, "the recently used connection stayed");
+    assert_eq!(
+        c.scalar::<i32>().unwrap(),
+        last_pid,
+        "the recently used connection stayed"
+    );
     assert_eq!(pool.counters().shrunk, 2);
     // It never goes below size.
     ctx.sleep(Duration::from_millis(300)).await;
@@ -163,7 +173,10 @@ pub async fn setsession_applies_to_every_connection(ctx: &Ctx) {
     let pool = builder(ctx)
         .size(2)
         .max_size(4)
-        .setsession(["SET TIME ZONE 'Pacific/Chatham'", "SET application_name = 'momoko-test'"])
+        .setsession([
+            "SET TIME ZONE 'Pacific/Chatham'",
+            "SET application_name = 'momoko-test'",
+        ])
         .connect()
         .await
         .unwrap();
@@ -171,7 +184,13 @@ pub async fn setsession_applies_to_every_connection(ctx: &Ctx) {
         .await
         .unwrap();
     for conn in &held {
-        let c = conn.execute("SELECT current_setting('TimeZone'), current_setting('application_name')", &[]).await.unwrap();
+        let c = conn
+            .execute(
+                "SELECT current_setting('TimeZone'), current_setting('application_name')",
+                &[],
+            )
+            .await
+            .unwrap();
         assert_eq!(c.get::<&str>(0, 0usize).unwrap(), "Pacific/Chatham");
         assert_eq!(c.get::<&str>(0, 1usize).unwrap(), "momoko-test");
     }
@@ -206,12 +225,17 @@ pub async fn failing_setsession_fails_the_connection(ctx: &Ctx) {
 /// transaction left open by the holder is rolled back before anyone else gets the connection.
 pub async fn getconn_guard_returns_connection(ctx: &Ctx) {
     let pool = builder(ctx).size(1).connect().await.unwrap();
-    pool.execute("CREATE TABLE guard_t (n int)", &[]).await.unwrap();
+    pool.execute("CREATE TABLE guard_t (n int)", &[])
+        .await
+        .unwrap();
 
     let conn = pool.getconn().await.unwrap();
     assert_eq!((pool.status().busy, pool.status().free), (1, 0));
     drop(conn);
-    eventually(ctx, "the guard returned the connection", || pool.status().free == 1).await;
+    eventually(ctx, "the guard returned the connection", || {
+        pool.status().free == 1
+    })
+    .await;
 
     let conn = pool.getconn().await.unwrap();
     let outcome = catch_unwind(AssertUnwindSafe(move || {
@@ -219,17 +243,33 @@ pub async fn getconn_guard_returns_connection(ctx: &Ctx) {
         panic!("the holder panics");
     }));
     assert!(outcome.is_err());
-    eventually(ctx, "the connection came back after the panic", || pool.status().free == 1).await;
+    eventually(ctx, "the connection came back after the panic", || {
+        pool.status().free == 1
+    })
+    .await;
 
     let conn = pool.getconn().await.unwrap();
-    conn.batch_execute("BEGIN; INSERT INTO guard_t VALUES (1)").await.unwrap();
+    conn.batch_execute("BEGIN; INSERT INTO guard_t VALUES (1)")
+        .await
+        .unwrap();
     drop(conn);
     let conn = pool.getconn().await.unwrap();
-    let c = conn.execute("SELECT count(*) FROM guard_t", &[]).await.unwrap();
-    assert_eq!(c.scalar::<i64>().unwrap(), 0, "the open transaction was rolled back");
+    let c = conn
+        .execute("SELECT count(*) FROM guard_t", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        c.scalar::<i64>().unwrap(),
+        0,
+        "the open transaction was rolled back"
+    );
     // SAVEPOINT fails with 25P01 exactly when no transaction block is open.
     let e = conn.execute("SAVEPOINT probe", &[]).await.unwrap_err();
-    assert_eq!(e.code(), Some(&momoko_core::SqlState::NO_ACTIVE_SQL_TRANSACTION), "{e}");
+    assert_eq!(
+        e.code(),
+        Some(&momoko_core::SqlState::NO_ACTIVE_SQL_TRANSACTION),
+        "{e}"
+    );
     pool.putconn(conn).unwrap();
     assert_settled(ctx, &pool).await;
 }
@@ -243,7 +283,10 @@ pub async fn putconn_from_another_pool_is_an_error(ctx: &Ctx) {
     let err = b.putconn(conn).unwrap_err();
     assert_eq!(err.kind(), momoko_core::ErrorKind::Usage);
     assert!(err.to_string().contains("another pool"), "{err}");
-    eventually(ctx, "the connection returned to its own pool", || a.status().free == 1).await;
+    eventually(ctx, "the connection returned to its own pool", || {
+        a.status().free == 1
+    })
+    .await;
     assert_eq!(b.status().free, 1);
     assert_settled(ctx, &a).await;
     assert_settled(ctx, &b).await;
@@ -265,9 +308,17 @@ pub async fn close_with_queued_and_in_flight_work(ctx: &Ctx) {
         pool.close().await;
     };
     let (first, second, ()) = futures::join!(in_flight, queued, closer);
-    assert_eq!(first.unwrap().scalar::<i32>().unwrap(), 7, "in-flight work finished");
+    assert_eq!(
+        first.unwrap().scalar::<i32>().unwrap(),
+        7,
+        "in-flight work finished"
+    );
     assert!(second.unwrap_err().is_pool_closed());
-    assert!(pool.execute("SELECT 1", &[]).await.unwrap_err().is_pool_closed());
+    assert!(pool
+        .execute("SELECT 1", &[])
+        .await
+        .unwrap_err()
+        .is_pool_closed());
     assert!(pool.getconn().await.unwrap_err().is_pool_closed());
     pool.close().await;
     let s = pool.status();
@@ -280,10 +331,7 @@ pub async fn close_with_queued_and_in_flight_work(ctx: &Ctx) {
 /// Queries made right after `build()`, before the connections are open, wait for them.
 pub async fn use_before_connect_waits(ctx: &Ctx) {
     let pool = builder(ctx).size(2).build().unwrap();
-    let (a, b) = futures::join!(
-        pool.execute("SELECT 1", &[]),
-        pool.execute("SELECT 2", &[])
-    );
+    let (a, b) = futures::join!(pool.execute("SELECT 1", &[]), pool.execute("SELECT 2", &[]));
     assert_eq!(a.unwrap().scalar::<i32>().unwrap(), 1);
     assert_eq!(b.unwrap().scalar::<i32>().unwrap(), 2);
     pool.connect().await.unwrap();
@@ -335,14 +383,23 @@ pub async fn acquire_timeout_fires_when_exhausted(ctx: &Ctx) {
     assert_eq!(pool.counters().acquire_timeouts, 1);
     assert_eq!(pool.status().waiting, 0);
     drop(held);
-    assert_eq!(pool.execute("SELECT 1", &[]).await.unwrap().scalar::<i32>().unwrap(), 1);
+    assert_eq!(
+        pool.execute("SELECT 1", &[])
+            .await
+            .unwrap()
+            .scalar::<i32>()
+            .unwrap(),
+        1
+    );
     assert_settled(ctx, &pool).await;
 }
 
 /// `execute`, `callproc`, `transaction`, `transaction_with`, `mogrify` and `ping` on the pool.
 pub async fn query_methods_on_the_pool(ctx: &Ctx) {
     let pool = builder(ctx).size(2).connect().await.unwrap();
-    pool.execute("CREATE TABLE pm (n int primary key)", &[]).await.unwrap();
+    pool.execute("CREATE TABLE pm (n int primary key)", &[])
+        .await
+        .unwrap();
     pool.execute(
         "CREATE FUNCTION sq(n int) RETURNS int LANGUAGE plpgsql AS $$ BEGIN RETURN n * n; END $$",
         &[],
@@ -353,7 +410,11 @@ pub async fn query_methods_on_the_pool(ctx: &Ctx) {
     assert_eq!(c.scalar::<i32>().unwrap(), 81);
     let cursors = pool
         .transaction([
-            ("INSERT INTO pm VALUES ($1)", &[&1i32 as momoko_core::Param<'_>][..]).into(),
+            (
+                "INSERT INTO pm VALUES ($1)",
+                &[&1i32 as momoko_core::Param<'_>][..],
+            )
+                .into(),
             "INSERT INTO pm VALUES (2)".into(),
             "SELECT count(*) FROM pm".into(),
         ])
@@ -362,7 +423,10 @@ pub async fn query_methods_on_the_pool(ctx: &Ctx) {
     assert_eq!(cursors.len(), 3);
     assert_eq!(cursors[2].scalar::<i64>().unwrap(), 2);
     let e = pool
-        .transaction(["INSERT INTO pm VALUES (3)".into(), "INSERT INTO pm VALUES (1)".into()])
+        .transaction([
+            "INSERT INTO pm VALUES (3)".into(),
+            "INSERT INTO pm VALUES (1)".into(),
+        ])
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some(&momoko_core::SqlState::UNIQUE_VIOLATION));
@@ -370,7 +434,9 @@ pub async fn query_methods_on_the_pool(ctx: &Ctx) {
         .transaction_with(|c| {
             Box::pin(async move {
                 c.execute("INSERT INTO pm VALUES (10)", &[]).await?;
-                c.execute("SELECT count(*) FROM pm", &[]).await?.scalar::<i64>()
+                c.execute("SELECT count(*) FROM pm", &[])
+                    .await?
+                    .scalar::<i64>()
             })
         })
         .await
@@ -393,12 +459,18 @@ pub async fn server_side_cursor_on_held_connection(ctx: &Ctx) {
     .unwrap();
     let conn = pool.getconn().await.unwrap();
     conn.execute("BEGIN", &[]).await.unwrap();
-    conn.execute("DECLARE all_ints CURSOR FOR SELECT n FROM unit_test_int_table ORDER BY n", &[])
-        .await
-        .unwrap();
+    conn.execute(
+        "DECLARE all_ints CURSOR FOR SELECT n FROM unit_test_int_table ORDER BY n",
+        &[],
+    )
+    .await
+    .unwrap();
     let mut seen = Vec::new();
     loop {
-        let sql = conn.mogrify("FETCH $1 FROM all_ints", &[&10i64]).await.unwrap();
+        let sql = conn
+            .mogrify("FETCH $1 FROM all_ints", &[&10i64])
+            .await
+            .unwrap();
         let mut cursor = conn.execute(&sql, &[]).await.unwrap();
         if cursor.rowcount() == 0 {
             break;
@@ -450,9 +522,17 @@ pub async fn statement_timeout_cancels_on_server(ctx: &Ctx) {
         .execute("SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'", &[])
         .await
         .unwrap();
-    assert_eq!(c.scalar::<i64>().unwrap(), 0, "the statement no longer runs on the server");
+    assert_eq!(
+        c.scalar::<i64>().unwrap(),
+        0,
+        "the statement no longer runs on the server"
+    );
     let c = pool.execute("SELECT pg_backend_pid()", &[]).await.unwrap();
-    assert_ne!(c.scalar::<i32>().unwrap(), pid, "the timed-out connection was not reused");
+    assert_ne!(
+        c.scalar::<i32>().unwrap(),
+        pid,
+        "the timed-out connection was not reused"
+    );
     assert_settled(ctx, &pool).await;
 }
 
@@ -460,11 +540,29 @@ pub async fn statement_timeout_cancels_on_server(ctx: &Ctx) {
 /// result, never the abandoned one's.
 pub async fn dropped_query_future_is_safe(ctx: &Ctx) {
     let pool = builder(ctx).size(1).connect().await.unwrap();
+    let observer = ctx.connect().await;
     {
-        let slow = pool.execute("SELECT 'abandoned' FROM pg_sleep(0.3)", &[]);
-        let timer = ctx.executor.sleep(Duration::from_millis(50));
+        let slow = pool.execute("SELECT 'abandoned' FROM pg_sleep(5)", &[]);
+        // Abandon it once the server shows it running.
+        let running = async {
+            loop {
+                let c = observer
+                    .execute(
+                        "SELECT count(*) FROM pg_stat_activity \
+                         WHERE query LIKE 'SELECT ''abandoned''%' AND state = 'active'",
+                        &[],
+                    )
+                    .await
+                    .unwrap();
+                if c.scalar::<i64>().unwrap() == 1 {
+                    return;
+                }
+                ctx.sleep(Duration::from_millis(5)).await;
+            }
+        };
         futures::pin_mut!(slow);
-        match futures::future::select(slow, timer).await {
+        futures::pin_mut!(running);
+        match futures::future::select(slow, running).await {
             futures::future::Either::Left(_) => panic!("the slow statement should still run"),
             futures::future::Either::Right(((), slow)) => drop(slow),
         }
@@ -526,11 +624,13 @@ pub async fn mixed_run_balances(ctx: &Ctx) {
                 match i % 10 {
                     0 => {
                         let id = t * 100_000 + i;
-                        pool.transaction([
-                            ("INSERT INTO mix VALUES ($1, $2)", &[&id as momoko_core::Param<'_>, &t][..]).into(),
-                        ])
-                        .await
-                        .unwrap();
+                        pool.transaction([(
+                            "INSERT INTO mix VALUES ($1, $2)",
+                            &[&id as momoko_core::Param<'_>, &t][..],
+                        )
+                            .into()])
+                            .await
+                            .unwrap();
                     }
                     1 => {
                         let conn = pool.getconn().await.unwrap();
@@ -538,7 +638,10 @@ pub async fn mixed_run_balances(ctx: &Ctx) {
                         assert_eq!(c.scalar::<i32>().unwrap(), i + 1);
                     }
                     _ => {
-                        let c = pool.execute("SELECT $1::int4, $2::int4", &[&t, &i]).await.unwrap();
+                        let c = pool
+                            .execute("SELECT $1::int4, $2::int4", &[&t, &i])
+                            .await
+                            .unwrap();
                         assert_eq!(c.get::<i32>(0, 0usize).unwrap(), t);
                         assert_eq!(c.get::<i32>(0, 1usize).unwrap(), i);
                     }
@@ -548,7 +651,10 @@ pub async fn mixed_run_balances(ctx: &Ctx) {
     });
     join_all(tasks).await;
     let c = pool.execute("SELECT count(*) FROM mix", &[]).await.unwrap();
-    assert_eq!(c.scalar::<i64>().unwrap(), 32 * ((per_task as i64 + 9) / 10));
+    assert_eq!(
+        c.scalar::<i64>().unwrap(),
+        32 * ((per_task as i64 + 9) / 10)
+    );
     assert_settled(ctx, &pool).await;
     eprintln!(
         "mixed run: {} operations; status {:?}; counters {:?}",

@@ -18,10 +18,18 @@ pub async fn spawn_detaches(ctx: &Ctx) {
     assert_eq!(rx.await.expect("the detached task ran"), 42);
 }
 
-/// A shorter sleep wakes before a longer one started at the same time.
+/// A sleep never ends early by the executor's own clock, and a much shorter sleep started at
+/// the same time ends first.
 pub async fn sleep_orders_wakeups(ctx: &Ctx) {
+    let start = ctx.executor.now();
+    ctx.sleep(Duration::from_millis(20)).await;
+    assert!(
+        ctx.executor.now() - start >= Duration::from_millis(20),
+        "sleep ended early"
+    );
+
     let (tx, rx) = futures::channel::mpsc::unbounded();
-    for (label, ms) in [("long", 60u64), ("short", 5)] {
+    for (label, ms) in [("long", 400u64), ("short", 1)] {
         let tx = tx.clone();
         let executor = ctx.executor.clone();
         ctx.executor.spawn(Box::pin(async move {

@@ -101,7 +101,11 @@ impl State {
 }
 
 impl PoolInner {
-    pub(crate) fn new(executor: SharedExecutor, options: ConnectOptions, config: PoolConfig) -> Arc<PoolInner> {
+    pub(crate) fn new(
+        executor: SharedExecutor,
+        options: ConnectOptions,
+        config: PoolConfig,
+    ) -> Arc<PoolInner> {
         let inner = Arc::new(PoolInner {
             id: POOL_IDS.fetch_add(1, Ordering::Relaxed),
             executor,
@@ -180,7 +184,7 @@ impl PoolInner {
                 st.down = Some(e);
             }
         }
-        to_fail.extend(st.watchers.drain(..));
+        to_fail.append(&mut st.watchers);
         self.grow_if_needed(&mut st);
         drop(st);
         for w in to_fail {
@@ -287,16 +291,27 @@ impl PoolInner {
         if st.closed {
             return;
         }
-        if !st.waiters.is_empty() && st.pending < st.waiters.len() && st.live() < self.config.max_size {
+        if !st.waiters.is_empty()
+            && st.pending < st.waiters.len()
+            && st.live() < self.config.max_size
+        {
             st.pending += 1;
-            self.spawn_connect(if st.live() <= self.config.size { Reason::Reconnect } else { Reason::Grow });
+            self.spawn_connect(if st.live() <= self.config.size {
+                Reason::Reconnect
+            } else {
+                Reason::Grow
+            });
         }
     }
 
     pub(crate) fn status(&self) -> PoolStatus {
         let st = self.lock();
         let live = st.live();
-        let dead = if st.closed { 0 } else { self.config.size.saturating_sub(live) };
+        let dead = if st.closed {
+            0
+        } else {
+            self.config.size.saturating_sub(live)
+        };
         PoolStatus {
             free: st.idle.len(),
             busy: st.busy,
@@ -342,7 +357,7 @@ impl PoolInner {
         for _ in &idle {
             bump(&self.counters.closed);
         }
-        wakers.extend(st.watchers.drain(..));
+        wakers.append(&mut st.watchers);
         drop(st);
         drop(idle);
         for w in wakers {
@@ -377,7 +392,10 @@ impl PoolInner {
 
     /// A copy of the error of the last failed connect, while the database is considered down.
     pub(crate) fn last_down_error(&self) -> Option<Error> {
-        self.lock().down.as_ref().map(|e| Error::new(e.kind(), e.to_string()))
+        self.lock()
+            .down
+            .as_ref()
+            .map(|e| Error::new(e.kind(), e.to_string()))
     }
 
     fn spawn_maintenance(self: &Arc<Self>) {
@@ -437,7 +455,10 @@ impl PoolInner {
                 let mut shrunk = Vec::new();
                 while st.live() > self.config.size {
                     match st.idle.front() {
-                        Some(i) if now.saturating_duration_since(i.since) >= self.config.shrink_delay => {
+                        Some(i)
+                            if now.saturating_duration_since(i.since)
+                                >= self.config.shrink_delay =>
+                        {
                             if let Some(i) = st.idle.pop_front() {
                                 shrunk.push(i);
                             }
@@ -463,11 +484,19 @@ impl PoolInner {
 
 /// Opens one session and runs the `setsession` statements on it; a failing statement fails the
 /// connection (it is closed, not used).
-async fn open_session(options: &ConnectOptions, executor: &SharedExecutor, setsession: &[String]) -> Result<Connection> {
+async fn open_session(
+    options: &ConnectOptions,
+    executor: &SharedExecutor,
+    setsession: &[String],
+) -> Result<Connection> {
     let conn = Connection::connect_with(options, executor.clone()).await?;
     for statement in setsession {
         conn.batch_execute(statement).await.map_err(|e| {
-            Error::new(e.kind(), format!("setsession statement {statement:?} failed: {e}")).with_source(e)
+            Error::new(
+                e.kind(),
+                format!("setsession statement {statement:?} failed: {e}"),
+            )
+            .with_source(e)
         })?;
     }
     Ok(conn)
@@ -498,9 +527,9 @@ impl Future for Acquire {
                 if st.busy == 0 && st.pending == 0 {
                     if let Some(down) = &st.down {
                         let now = inner.executor.now();
-                        let recent = st
-                            .last_attempt
-                            .is_some_and(|t| now.saturating_duration_since(t) < inner.config.reconnect_interval);
+                        let recent = st.last_attempt.is_some_and(|t| {
+                            now.saturating_duration_since(t) < inner.config.reconnect_interval
+                        });
                         if recent {
                             return Poll::Ready(Err(Error::not_available(Some(down))));
                         }
@@ -587,4 +616,3 @@ impl<F: Fn(&State) -> bool + Unpin> Future for Watch<F> {
         Poll::Pending
     }
 }
-

@@ -35,7 +35,12 @@ macro_rules! with_connection {
             guard.in_flight = true;
             let result = {
                 let $conn: &mut Connection = &mut guard;
-                maybe_timeout(&*pool.inner.executor, pool.inner.config.statement_timeout, $op).await
+                maybe_timeout(
+                    &*pool.inner.executor,
+                    pool.inner.config.statement_timeout,
+                    $op,
+                )
+                .await
             };
             let outcome = match result {
                 Ok(r) => r,
@@ -414,7 +419,10 @@ impl Pool {
         if failed > 0 && self.inner.config.raise_connect_errors {
             let e = Error::new(
                 ErrorKind::PartiallyConnected,
-                format!("{failed} of {} connection(s) failed to connect", self.inner.config.size),
+                format!(
+                    "{failed} of {} connection(s) failed to connect",
+                    self.inner.config.size
+                ),
             );
             let last = self.status().database_down;
             return Err(if last {
@@ -598,7 +606,10 @@ impl Pool {
             Some(limit) => match timeout(&*self.inner.executor, limit, acquire).await {
                 Ok(r) => r,
                 Err(_) => {
-                    self.inner.counters.acquire_timeouts.fetch_add(1, Ordering::Relaxed);
+                    self.inner
+                        .counters
+                        .acquire_timeouts
+                        .fetch_add(1, Ordering::Relaxed);
                     Err(Error::timeout(format!(
                         "no connection became free within acquire_timeout ({limit:?})"
                     )))
@@ -664,7 +675,10 @@ impl Pool {
         &self,
         cancel: impl std::future::Future<Output = Result<()>> + Send + 'static,
     ) -> Error {
-        self.inner.counters.statement_timeouts.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .counters
+            .statement_timeouts
+            .fetch_add(1, Ordering::Relaxed);
         self.inner.executor.spawn(Box::pin(async move {
             if let Err(e) = cancel.await {
                 debug!(target: "momoko", error = %e, "cancel request after statement_timeout failed");

@@ -29,11 +29,21 @@ pub fn psql_bin() -> PathBuf {
 /// A `psql -X -A -t -c <sql>` command against `dsn`.
 pub fn psql_command(dsn: &str, sql: &str) -> Command {
     let mut cmd = Command::new(psql_bin());
-    cmd.args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-c", sql])
-        .env_remove("PGCONNECT_TIMEOUT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "-X",
+        "-A",
+        "-t",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-d",
+        dsn,
+        "-c",
+        sql,
+    ])
+    .env_remove("PGCONNECT_TIMEOUT")
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     cmd
 }
 
