@@ -150,6 +150,22 @@ macro_rules! __for_each_case {
                 heals_after_backends_are_terminated,
                 mixed_run_balances,
             ],
+            faults: [
+                restart_fast_while_idle_heals,
+                restart_immediate_while_idle_heals,
+                restart_under_load,
+                terminate_every_backend_under_load,
+                proxy_sever_recovers,
+                proxy_refuse_then_allow_fills_pool,
+                blackhole_timeouts_hold,
+                nothing_lost_across_restarts,
+                queued_callers_fail_when_db_dies,
+                close_with_in_flight_and_queued_during_fault,
+                drop_stress_seeded,
+            ],
+            hostile: [
+                malformed_dsns_and_unknown_hosts,
+            ],
         );
     };
 }

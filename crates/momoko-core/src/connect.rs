@@ -1,12 +1,22 @@
-//! Opening a connection like libpq does: host list, per-host timeout, socket options.
+//! Opening a connection like libpq does: host list, per-host timeout, socket options, TLS as
+//! `sslmode` asks (with libpq's retries for `allow` and `prefer`).
 
-use tokio_postgres::config::TargetSessionAttrs;
+use std::borrow::Cow;
+use std::error::Error as StdError;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_postgres::config::{SslMode as PgSslMode, TargetSessionAttrs};
+use tokio_postgres::tls::TlsConnect;
 use tokio_postgres::NoTls;
 use tracing::debug;
 
 use crate::config::{ConnectOptions, Target};
 use crate::error::{Error, ErrorKind, Result};
-use crate::executor::{maybe_timeout, Executor, PlainSocket, SharedExecutor, Socket};
+use crate::executor::{maybe_timeout, Executor, SharedExecutor, Socket};
+use crate::tls::{SslMode, TlsSettings};
 
 /// A freshly started session: the client half and where it went.
 pub(crate) struct Opened {
@@ -74,17 +84,7 @@ async fn open_one(
     executor: &SharedExecutor,
     target: &Target,
 ) -> Result<Opened> {
-    let socket = open_socket(&**executor, target, options).await?;
-    let (client, connection) = options
-        .pg
-        .connect_raw(PlainSocket(socket), NoTls)
-        .await
-        .map_err(|e| Error::from_pg_connect(e, &target.to_string()))?;
-    executor.spawn(Box::pin(async move {
-        if let Err(e) = connection.await {
-            debug!(target: "momoko", error = %e, "connection ended with an error");
-        }
-    }));
+    let client = start_session(options, executor, target).await?;
     match options.pg.get_target_session_attrs() {
         TargetSessionAttrs::Any => {}
         wanted => {
@@ -115,6 +115,261 @@ async fn open_one(
     })
 }
 
+/// One way of starting a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// No TLS.
+    Plain,
+    /// TLS if the server accepts the SSLRequest, else plain (`prefer`).
+    TlsIfOffered,
+    /// TLS or fail.
+    TlsRequired,
+}
+
+impl Step {
+    fn pg_mode(self) -> PgSslMode {
+        match self {
+            Step::Plain => PgSslMode::Disable,
+            Step::TlsIfOffered => PgSslMode::Prefer,
+            Step::TlsRequired => PgSslMode::Require,
+        }
+    }
+}
+
+/// The attempts `sslmode` makes on `target`, in order (libpq's):
+///
+/// * Unix sockets never use TLS, whatever the mode.
+/// * `allow`: plain; if the server rejects it, TLS.
+/// * `prefer`: TLS if offered; if the TLS handshake fails or the server rejects the session once
+///   TLS is in use, plain.
+fn plan(tls: &TlsSettings, target: &Target) -> &'static [Step] {
+    if matches!(target, Target::Unix { .. }) || !tls.available() {
+        return &[Step::Plain];
+    }
+    match tls.mode {
+        SslMode::Disable => &[Step::Plain],
+        SslMode::Allow => &[Step::Plain, Step::TlsRequired],
+        SslMode::Prefer => &[Step::TlsIfOffered, Step::Plain],
+        _ => &[Step::TlsRequired],
+    }
+}
+
+/// A failed attempt, and whether the next step of the plan may be tried.
+struct Failure {
+    error: Error,
+    retry: bool,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Failure {
+        Failure {
+            error,
+            retry: false,
+        }
+    }
+}
+
+/// Opens a stream and starts a session on it, trying the steps of [`plan`].
+async fn start_session(
+    options: &ConnectOptions,
+    executor: &SharedExecutor,
+    target: &Target,
+) -> Result<tokio_postgres::Client> {
+    let steps = plan(&options.tls, target);
+    let mut last: Option<Error> = None;
+    for (i, step) in steps.iter().enumerate() {
+        match attempt(options, executor, target, *step).await {
+            Ok(client) => return Ok(client),
+            Err(failure) => {
+                let more = i + 1 < steps.len();
+                if !(more && failure.retry) {
+                    return Err(failure.error);
+                }
+                debug!(
+                    target: "momoko",
+                    %target,
+                    sslmode = %options.tls.mode,
+                    error = %failure.error,
+                    "connect attempt failed; retrying {}",
+                    if *step == Step::Plain { "with TLS" } else { "without TLS" },
+                );
+                last = Some(failure.error);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::config("no connect attempt was made")))
+}
+
+async fn attempt(
+    options: &ConnectOptions,
+    executor: &SharedExecutor,
+    target: &Target,
+    step: Step,
+) -> std::result::Result<tokio_postgres::Client, Failure> {
+    let socket = open_socket(&**executor, target, options).await?;
+    let mut pg = Cow::Borrowed(&options.pg);
+    if pg.get_ssl_mode() != step.pg_mode() {
+        pg.to_mut().ssl_mode(step.pg_mode());
+    }
+    if step == Step::Plain {
+        return start(&pg, socket, NoTls, executor)
+            .await
+            .map_err(|e| Failure {
+                // `allow`: the server refused the plain session; TLS may be accepted.
+                retry: e.as_db_error().is_some(),
+                error: connect_error(e, target, &options.tls),
+            });
+    }
+    #[cfg(feature = "tls")]
+    {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+
+        let (config, name) = tls_parts(options, target)?;
+        let used = Arc::new(AtomicBool::new(false));
+        let connector = crate::tls::Connector::new(config, name, Arc::clone(&used));
+        start(&pg, socket, connector, executor)
+            .await
+            .map_err(|e| Failure {
+                // `prefer`: TLS was in use and failed (handshake or server refusal): plain may
+                // work.
+                retry: used.load(Ordering::SeqCst)
+                    && (e.as_db_error().is_some() || is_handshake_error(&e)),
+                error: connect_error(e, target, &options.tls),
+            })
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        drop((pg, socket));
+        Err(
+            Error::config("TLS requested but momoko-core was built without the `tls` feature")
+                .into(),
+        )
+    }
+}
+
+/// The rustls configuration and the server name for a TLS session to `target`.
+#[cfg(feature = "tls")]
+fn tls_parts(
+    options: &ConnectOptions,
+    target: &Target,
+) -> Result<(
+    std::sync::Arc<rustls::ClientConfig>,
+    rustls::pki_types::ServerName<'static>,
+)> {
+    let config = options.tls.client_config.clone().ok_or_else(|| {
+        Error::config("TLS requested but no TLS configuration was built (sslmode=disable?)")
+    })?;
+    let name = match target {
+        Target::Tcp { host, tls_name, .. } => {
+            crate::tls::server_name(tls_name.as_deref(), host).map_err(Error::config)?
+        }
+        Target::Unix { .. } => return Err(Error::config("TLS is not used on Unix sockets")),
+    };
+    Ok((config, name))
+}
+
+#[cfg(feature = "tls")]
+fn is_handshake_error(e: &tokio_postgres::Error) -> bool {
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        if s.is::<crate::tls::HandshakeError>() {
+            return true;
+        }
+        cur = s.source();
+    }
+    false
+}
+
+/// The stream a session runs on before TLS. A named type without lifetimes (rather than
+/// `PlainSocket<Box<dyn Socket>>`) lets rustc prove the futures `Send` for every connector.
+struct RawStream(Box<dyn Socket>);
+
+impl AsyncRead for RawStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for RawStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+}
+
+/// Starts the protocol on `socket` with `tls` and spawns the connection's I/O task.
+async fn start<T>(
+    pg: &tokio_postgres::Config,
+    socket: Box<dyn Socket>,
+    tls: T,
+    executor: &SharedExecutor,
+) -> std::result::Result<tokio_postgres::Client, tokio_postgres::Error>
+where
+    T: TlsConnect<RawStream>,
+    T::Stream: Send + 'static,
+{
+    let (client, connection) = pg.connect_raw(RawStream(socket), tls).await?;
+    executor.spawn(Box::pin(async move {
+        if let Err(e) = connection.await {
+            debug!(target: "momoko", error = %e, "connection ended with an error");
+        }
+    }));
+    Ok(client)
+}
+
+/// Wraps an error from starting a session. Server errors keep their SQLSTATE (auth errors are
+/// [`ErrorKind::Auth`]); for the others the causes are spelled out (tokio-postgres' own message
+/// is only "error performing TLS handshake"), with the TLS settings for TLS failures.
+fn connect_error(e: tokio_postgres::Error, target: &Target, tls: &TlsSettings) -> Error {
+    if e.as_db_error().is_some() {
+        return Error::from_pg_connect(e, &target.to_string());
+    }
+    let mut message = format!("{target}: {e}");
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        #[cfg(feature = "tls")]
+        if s.is::<crate::tls::HandshakeError>() {
+            // It already says what its cause says, better.
+            break;
+        }
+        cur = s.source();
+    }
+    if e.to_string().contains("TLS") {
+        message.push_str(&format!(" ({})", tls.describe()));
+    }
+    Error::new(ErrorKind::Connect, message).with_source(e)
+}
+
 /// Opens a raw stream to `target` and, for TCP, sets `TCP_NODELAY`, keepalives and
 /// `TCP_USER_TIMEOUT`.
 pub(crate) async fn open_socket(
@@ -123,7 +378,7 @@ pub(crate) async fn open_socket(
     options: &ConnectOptions,
 ) -> Result<Box<dyn Socket>> {
     match target {
-        Target::Tcp { host, port } => {
+        Target::Tcp { host, port, .. } => {
             let socket = executor.connect_tcp(host, *port).await.map_err(|e| {
                 Error::new(ErrorKind::Connect, format!("{target}: {e}")).with_source(e)
             })?;
@@ -173,7 +428,8 @@ fn configure_tcp(_socket: &dyn Socket, _options: &ConnectOptions) -> std::io::Re
     Ok(())
 }
 
-/// Sends a cancel request for whatever `client` is running, over a new stream to the same target.
+/// Sends a cancel request for whatever `client` is running, over a new stream to the same target,
+/// with the TLS mode the session was started with (the token remembers it).
 pub(crate) async fn cancel(
     executor: &SharedExecutor,
     options: &ConnectOptions,
@@ -181,8 +437,18 @@ pub(crate) async fn cancel(
     token: &tokio_postgres::CancelToken,
 ) -> Result<()> {
     let socket = open_socket(&**executor, target, options).await?;
+    #[cfg(feature = "tls")]
+    if matches!(target, Target::Tcp { .. }) && options.tls.available() {
+        let (config, name) = tls_parts(options, target)?;
+        let used = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let connector = crate::tls::Connector::new(config, name, used);
+        return token
+            .cancel_query_raw(RawStream(socket), connector)
+            .await
+            .map_err(|e| connect_error(e, target, &options.tls));
+    }
     token
-        .cancel_query_raw(PlainSocket(socket), NoTls)
+        .cancel_query_raw(RawStream(socket), NoTls)
         .await
         .map_err(Error::from_pg)
 }

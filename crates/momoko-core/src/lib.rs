@@ -19,6 +19,7 @@ mod executor;
 mod mogrify;
 mod pool;
 mod sql;
+mod tls;
 
 pub use config::ConnectOptions;
 pub use connection::{Connection, Param, Query};
@@ -28,6 +29,7 @@ pub use executor::{Executor, PlainSocket, Socket, TcpSocket};
 pub use pool::{
     Pool, PoolBuilder, PoolConfig, PoolCounters, PoolStatus, PooledConnection, RetryPolicy,
 };
+pub use tls::SslMode;
 
 pub use futures_core::future::BoxFuture;
 pub use tokio_postgres::error::{DbError, SqlState};

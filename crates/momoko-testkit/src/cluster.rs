@@ -198,7 +198,7 @@ fn versioned_bin_dirs() -> Vec<PathBuf> {
             bin.is_dir().then_some((version, bin))
         })
         .collect();
-    dirs.sort_by(|a, b| b.0.cmp(&a.0));
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.0));
     dirs.into_iter().map(|(_, d)| d).collect()
 }
 
@@ -271,6 +271,18 @@ fn base_parent() -> PathBuf {
         return shm.to_path_buf();
     }
     std::env::temp_dir()
+}
+
+/// Whether user `uid` (primary group `gid`) may create and remove entries in `dir`.
+fn writable_by(dir: &Path, uid: u32, gid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(m) = fs::metadata(dir) else {
+        return false;
+    };
+    let mode = m.mode();
+    (m.uid() == uid && mode & 0o300 == 0o300)
+        || (m.gid() == gid && mode & 0o030 == 0o030)
+        || mode & 0o003 == 0o003
 }
 
 /// A port that was free a moment ago on 127.0.0.1.
@@ -435,7 +447,20 @@ impl Owned {
         let parent = base_parent();
         fs::create_dir_all(&parent)
             .map_err(|e| with_context(e, format!("creating {}", parent.display())))?;
-        let parent = fs::canonicalize(&parent).unwrap_or(parent);
+        let mut parent = fs::canonicalize(&parent).unwrap_or(parent);
+        if let Some((uid, gid)) = run_as {
+            // The guardian runs as `postgres` and must be able to remove the base directory, so
+            // its parent must be writable by `postgres` (true for /dev/shm and /tmp). Otherwise
+            // use a `postgres`-owned subdirectory (left behind, empty).
+            if !writable_by(&parent, uid, gid) {
+                let sub = parent.join("momoko-testkit-postgres");
+                fs::create_dir_all(&sub)
+                    .map_err(|e| with_context(e, format!("creating {}", sub.display())))?;
+                chown(&sub, Some(uid), Some(gid))
+                    .map_err(|e| with_context(e, format!("chown {}", sub.display())))?;
+                parent = sub;
+            }
+        }
         let stamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis())
@@ -943,12 +968,13 @@ impl Cluster {
     /// Appends `conf_lines` to `postgresql.conf` and, if `hba` is given, replaces the content of
     /// `pg_hba.conf`, then reloads the configuration (`pg_ctl reload`). Blocking.
     ///
-    /// Before reloading, the new `pg_hba.conf` is checked (`pg_hba_file_rules`) and settings
-    /// that fail to parse are reported (`pg_file_settings`); on such an error the previous files
-    /// are restored and an [`io::ErrorKind::InvalidInput`] error is returned. After the reload,
-    /// the call waits (up to 10 s) until new sessions see the new configuration. Settings that
-    /// need a restart only apply at the next [`start`](Cluster::start). If the server is stopped,
-    /// the files are only written (they apply at the next start).
+    /// Before reloading, the new files are checked (`pg_hba_file_rules`, `pg_file_settings`):
+    /// on a bad `pg_hba.conf` line, a syntax error, an unknown parameter or an invalid value the
+    /// previous files are restored and an [`io::ErrorKind::InvalidInput`] error is returned.
+    /// After the reload, the call waits (up to 10 s) until new sessions see the new
+    /// configuration. Settings that need a restart (e.g. `shared_buffers`; their values are not
+    /// checked) only apply at the next [`start`](Cluster::start). If the server is stopped, the
+    /// files are only written (they apply at the next start).
     ///
     /// The kit's own psql calls go over the Unix socket as `postgres`: keep a
     /// `local all postgres trust` line (or `local all all trust`) in `hba` for them to keep
@@ -986,19 +1012,21 @@ impl Cluster {
             "SELECT 'pg_hba.conf line ' || line_number || ': ' || error \
                FROM pg_hba_file_rules WHERE error IS NOT NULL \
              UNION ALL \
-             SELECT sourcefile || ' line ' || sourceline || ' (' || coalesce(name, '?') \
-                    || '): ' || error \
-               FROM pg_file_settings \
-              WHERE error IS NOT NULL AND error <> 'setting could not be applied'",
+             SELECT f.sourcefile || ' line ' || f.sourceline || ' (' || coalesce(f.name, '?') \
+                    || '): ' || f.error \
+               FROM pg_file_settings f LEFT JOIN pg_settings s ON s.name = f.name \
+              WHERE f.error IS NOT NULL \
+                AND NOT (f.error = 'setting could not be applied' \
+                         AND s.context = 'postmaster')",
         );
         let before = self.psql("postgres", "SELECT pg_conf_load_time()");
         match (check, before) {
             (Ok(problems), Ok(_)) if !problems.trim().is_empty() => {
                 restore();
-                return Err(io::Error::new(
+                Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
                     format!("invalid configuration, not reloaded:\n{}", problems.trim()),
-                ));
+                ))
             }
             (Ok(_), Ok(before)) => {
                 let out = owned.pg_ctl(["reload"])?;

@@ -58,7 +58,9 @@ fn shared_cluster_answers_over_tcp_and_unix_socket() {
 fn created_databases_are_distinct_exist_and_are_dropped() {
     let cluster = Cluster::shared();
     let a = cluster.create_database("Two DBs!").unwrap();
+    let t = Instant::now();
     let b = cluster.create_database("Two DBs!").unwrap();
+    eprintln!("momoko-testkit: create_database took {:?}", t.elapsed());
     assert_ne!(a.name(), b.name());
     assert!(a.name().starts_with("two_dbs__"), "{}", a.name());
     let list = || {
@@ -198,6 +200,12 @@ fn reload_with_applies_settings_and_hba() {
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
     let hba = std::fs::read_to_string(cluster.data_dir().unwrap().join("pg_hba.conf")).unwrap();
     assert!(hba.contains("reject"), "{hba}");
+
+    // So is an invalid setting.
+    let err = cluster.reload_with(&["work_mem='lots'"], None).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("work_mem"), "{err}");
+    assert_eq!(cluster.psql("postgres", "SHOW work_mem").unwrap(), "7MB\n");
 
     cluster
         .reload_with(

@@ -24,7 +24,7 @@ fn child_entry() {
         Ok("guardian") => {
             let c = Cluster::shared();
             let mut out = std::io::stdout().lock();
-            writeln!(out, "DATADIR={}", c.data_dir().unwrap().display()).unwrap();
+            writeln!(out, "\nDATADIR={}", c.data_dir().unwrap().display()).unwrap();
             writeln!(out, "PORT={}", c.port()).unwrap();
             out.flush().unwrap();
             drop(out);
@@ -59,7 +59,7 @@ fn child_entry() {
                 common::psql(&db.dsn(), "SELECT current_database()").unwrap(),
                 db.name()
             );
-            println!("EXTERNAL-OK {}", db.name());
+            println!("\nEXTERNAL-OK {}", db.name());
         }
         _ => {}
     }
@@ -77,10 +77,25 @@ fn child(mode: &str) -> Command {
     cmd
 }
 
+/// Kills the child process if the test fails before it does.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The text after `marker` in `line` (libtest may print its own text before ours on a line).
+fn after<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
+    line.find(marker).map(|i| &line[i + marker.len()..])
+}
+
 #[test]
 fn guardian_cleans_up_after_kill_9() {
-    let mut proc = child("guardian").spawn().unwrap();
-    let stdout = proc.stdout.take().unwrap();
+    let mut proc = KillOnDrop(child("guardian").spawn().unwrap());
+    let stdout = proc.0.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
@@ -96,10 +111,10 @@ fn guardian_cleans_up_after_kill_9() {
         let line = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("the child printed its data directory");
-        if let Some(d) = line.strip_prefix("DATADIR=") {
+        if let Some(d) = after(&line, "DATADIR=") {
             data_dir = Some(PathBuf::from(d));
         }
-        if let Some(p) = line.strip_prefix("PORT=") {
+        if let Some(p) = after(&line, "PORT=") {
             port = Some(p.parse::<u16>().unwrap());
         }
     }
@@ -109,8 +124,8 @@ fn guardian_cleans_up_after_kill_9() {
     assert!(data_dir.join("PG_VERSION").is_file());
     assert!(TcpStream::connect(addr).is_ok(), "the child's server is up");
 
-    proc.kill().unwrap(); // SIGKILL: no destructor runs in the child.
-    proc.wait().unwrap();
+    proc.0.kill().unwrap(); // SIGKILL: no destructor runs in the child.
+    proc.0.wait().unwrap();
     assert!(
         wait_until(Duration::from_secs(15), || !base.exists()),
         "{} still exists 15 s after kill -9",
@@ -141,7 +156,7 @@ fn external_cluster_from_env() {
     assert!(out.status.success(), "child failed:\n{stdout}");
     let line = stdout
         .lines()
-        .find_map(|l| l.strip_prefix("EXTERNAL-OK "))
+        .find_map(|l| after(l, "EXTERNAL-OK "))
         .unwrap_or_else(|| panic!("no EXTERNAL-OK in:\n{stdout}"));
     // The child's TestDb dropped its database on the external server.
     let exists = shared

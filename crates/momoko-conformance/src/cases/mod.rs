@@ -1,5 +1,7 @@
 //! The cases, grouped by what they exercise.
 
 pub mod connection;
+pub mod faults;
+pub mod hostile;
 pub mod pool;
 pub mod runtime;

@@ -37,9 +37,18 @@ pub(crate) struct PoolInner {
     pub(crate) counters: Counters,
 }
 
+/// An idle connection. Pipelined statements share it through clones of the `Arc` while it stays
+/// idle; an exclusive checkout takes it only when no clone exists (`Arc::try_unwrap`).
 struct Idle {
-    conn: Connection,
+    conn: Arc<Connection>,
     since: Instant,
+}
+
+impl Idle {
+    /// Pipelined statements running on it now.
+    fn shared(&self) -> usize {
+        Arc::strong_count(&self.conn) - 1
+    }
 }
 
 #[derive(Default)]
@@ -59,6 +68,8 @@ pub(crate) struct State {
     watchers: Vec<Waker>,
     /// Outcome of the initial round of connects: (done, failed).
     initial: (usize, usize),
+    /// Pipelined statements in flight on idle connections.
+    shared_in_flight: usize,
 }
 
 struct Entry {
@@ -164,18 +175,45 @@ impl PoolInner {
                 }
                 if st.down.take().is_some() {
                     info!(target: "momoko", pool = self.id, "database reachable again");
+                    // The probe answered: reopen the other missing connections now.
+                    let missing = self.config.size.saturating_sub(st.live() + 1);
+                    if !st.closed && missing > 0 {
+                        st.pending += missing;
+                        for _ in 0..missing {
+                            self.spawn_connect(Reason::Reconnect);
+                        }
+                    }
                 }
                 if st.closed {
                     bump(&self.counters.closed);
                     drop(conn);
                 } else {
-                    debug!(target: "momoko", pool = self.id, ?reason, "connection opened");
+                    debug!(
+                        target: "momoko",
+                        pool = self.id,
+                        ?reason,
+                        free = st.idle.len(),
+                        busy = st.busy,
+                        pending = st.pending,
+                        waiting = st.waiters.len(),
+                        "connection opened"
+                    );
                     self.put_back(&mut st, conn);
                 }
             }
             Err(e) => {
                 bump(&self.counters.connect_failures);
-                warn!(target: "momoko", pool = self.id, ?reason, error = %e, "connect failed");
+                warn!(
+                    target: "momoko",
+                    pool = self.id,
+                    ?reason,
+                    error = %e,
+                    free = st.idle.len(),
+                    busy = st.busy,
+                    pending = st.pending,
+                    waiting = st.waiters.len(),
+                    "connect failed"
+                );
                 // With nothing busy and nothing pending, no connection can come for the waiters
                 // now: fail them rather than let them hang (they may retry after the interval).
                 if st.busy == 0 && st.pending == 0 && st.idle.is_empty() {
@@ -207,6 +245,18 @@ impl PoolInner {
 
     /// Gives a usable connection to the longest waiter, or makes it idle.
     fn put_back(&self, st: &mut State, conn: Connection) {
+        let Some(conn) = self.put_back_to_waiter(st, conn) else {
+            return;
+        };
+        let since = self.executor.now();
+        st.idle.push_back(Idle {
+            conn: Arc::new(conn),
+            since,
+        });
+    }
+
+    /// Hands `conn` to the longest waiter (counting it busy); gives it back when nobody waits.
+    fn put_back_to_waiter(&self, st: &mut State, conn: Connection) -> Option<Connection> {
         while let Some(id) = st.waiters.pop_front() {
             if let Some(entry) = st.entries.get_mut(&id) {
                 st.busy += 1;
@@ -214,11 +264,10 @@ impl PoolInner {
                 if let Some(w) = entry.waker.take() {
                     w.wake();
                 }
-                return;
+                return None;
             }
         }
-        let since = self.executor.now();
-        st.idle.push_back(Idle { conn, since });
+        Some(conn)
     }
 
     /// Opens connections for waiters that no pending connect will serve, a few at a time, up to
@@ -243,16 +292,90 @@ impl PoolInner {
         if st.closed {
             return Some(Err(Error::pool_closed()));
         }
-        while let Some(idle) = st.idle.pop_back() {
-            if idle.conn.is_closed() {
+        // Most recently used first, skipping connections that pipelined statements still use.
+        while let Some(pos) = st.idle.iter().rposition(|i| i.shared() == 0) {
+            let Some(idle) = st.idle.remove(pos) else {
+                break;
+            };
+            let conn = match Arc::try_unwrap(idle.conn) {
+                Ok(conn) => conn,
+                // Unreachable: no clone exists and clones are only made under this lock.
+                Err(conn) => {
+                    st.idle.insert(
+                        pos,
+                        Idle {
+                            conn,
+                            since: idle.since,
+                        },
+                    );
+                    break;
+                }
+            };
+            if conn.is_closed() {
                 bump(&self.counters.discarded);
                 bump(&self.counters.closed);
                 continue;
             }
             st.busy += 1;
-            return Some(Ok(idle.conn));
+            return Some(Ok(conn));
         }
         None
+    }
+
+    /// A connection to run one pipelined statement on without checking it out: the idle one
+    /// with the fewest statements in flight, below `depth`. `None` when none has room.
+    pub(crate) fn share(&self, depth: usize) -> Option<Arc<Connection>> {
+        let mut st = self.lock();
+        if st.closed {
+            return None;
+        }
+        let best = st
+            .idle
+            .iter()
+            .filter(|i| i.shared() < depth && !i.conn.is_closed())
+            .min_by_key(|i| i.shared())?;
+        let conn = Arc::clone(&best.conn);
+        st.shared_in_flight += 1;
+        Some(conn)
+    }
+
+    /// Ends a pipelined statement. A connection left unused goes to the longest waiter.
+    pub(crate) fn release_shared(self: &Arc<Self>, conn: Arc<Connection>) {
+        let mut st = self.lock();
+        st.shared_in_flight -= 1;
+        drop(conn);
+        if !st.waiters.is_empty() {
+            if let Some(Ok(conn)) = self.try_take(&mut st) {
+                st.busy -= 1;
+                if let Some(conn) = self.put_back_to_waiter(&mut st, conn) {
+                    self.put_back(&mut st, conn);
+                }
+            }
+        }
+        let watchers: Vec<Waker> = st.watchers.drain(..).collect();
+        drop(st);
+        for w in watchers {
+            w.wake();
+        }
+    }
+
+    /// Takes a shared connection out of rotation (after a statement timeout): no new statements
+    /// go to it, and it closes when the statements still on it finish.
+    /// Returns whether the caller's statement was the only one on it (so a cancel request can
+    /// only hit that statement).
+    pub(crate) fn retire(self: &Arc<Self>, conn: &Arc<Connection>) -> bool {
+        let mut st = self.lock();
+        // The idle list's reference plus the caller's.
+        let alone = Arc::strong_count(conn) == 2;
+        if let Some(pos) = st.idle.iter().position(|i| Arc::ptr_eq(&i.conn, conn)) {
+            st.idle.remove(pos);
+            bump(&self.counters.closed);
+            bump(&self.counters.discarded);
+            self.replace_if_needed(&mut st);
+            alone
+        } else {
+            false
+        }
     }
 
     pub(crate) fn acquire(self: &Arc<Self>) -> Acquire {
@@ -275,6 +398,16 @@ impl PoolInner {
             if !reusable {
                 bump(&self.counters.discarded);
             }
+            debug!(
+                target: "momoko",
+                pool = self.id,
+                reusable,
+                free = st.idle.len(),
+                busy = st.busy,
+                pending = st.pending,
+                waiting = st.waiters.len(),
+                "connection discarded"
+            );
             drop(conn);
             self.replace_if_needed(&mut st);
         }
@@ -323,6 +456,7 @@ impl PoolInner {
             max_size: self.config.max_size,
             closed: st.closed,
             database_down: st.down.is_some(),
+            pipelined: st.shared_in_flight,
         }
     }
 
@@ -371,7 +505,7 @@ impl PoolInner {
     pub(crate) fn drained(self: &Arc<Self>) -> Watch<impl Fn(&State) -> bool> {
         Watch {
             inner: Arc::clone(self),
-            done: |st: &State| st.busy == 0 && st.pending == 0,
+            done: |st: &State| st.busy == 0 && st.pending == 0 && st.shared_in_flight == 0,
         }
     }
 
@@ -433,15 +567,17 @@ impl PoolInner {
             bump(&self.counters.closed);
             bump(&self.counters.discarded);
         }
-        // Reconnect dead slots, at most once per reconnect_interval.
+        // Reconnect dead slots, at most once per reconnect_interval. While the database is down,
+        // one probe per interval is enough; once it answers, the rest follow at once.
         let missing = self.config.size.saturating_sub(st.live());
         let due = st
             .last_attempt
             .is_none_or(|t| now.saturating_duration_since(t) >= self.config.reconnect_interval);
-        if missing > 0 && due {
+        if missing > 0 && due && (st.down.is_none() || st.pending == 0) {
+            let n = if st.down.is_some() { 1 } else { missing };
             st.last_attempt = Some(now);
-            st.pending += missing;
-            for _ in 0..missing {
+            st.pending += n;
+            for _ in 0..n {
                 self.spawn_connect(Reason::Reconnect);
             }
         }
@@ -456,8 +592,9 @@ impl PoolInner {
                 while st.live() > self.config.size {
                     match st.idle.front() {
                         Some(i)
-                            if now.saturating_duration_since(i.since)
-                                >= self.config.shrink_delay =>
+                            if i.shared() == 0
+                                && now.saturating_duration_since(i.since)
+                                    >= self.config.shrink_delay =>
                         {
                             if let Some(i) = st.idle.pop_front() {
                                 shrunk.push(i);

@@ -22,9 +22,12 @@ use inner::PoolInner;
 /// Runs `$op` (an expression using `$conn: &mut Connection`) on a pooled connection, with the
 /// statement timeout, and once more on another connection when the retry policy allows.
 macro_rules! with_connection {
-    ($pool:expr, opens_transaction: $opens:expr, |$conn:ident| $op:expr) => {{
+    ($pool:expr, opens_transaction: $opens:expr, |$conn:ident| $op:expr) => {
+        with_connection!($pool, opens_transaction: $opens, retried: false, |$conn| $op)
+    };
+    ($pool:expr, opens_transaction: $opens:expr, retried: $retried:expr, |$conn:ident| $op:expr) => {{
         let pool: &Pool = $pool;
-        let mut retried = false;
+        let mut retried: bool = $retried;
         loop {
             // A retry runs on a connection proven alive, never on another stale one.
             let mut guard = if retried {
@@ -55,9 +58,57 @@ macro_rules! with_connection {
     }};
 }
 
+/// Runs one autocommit statement `$op`: pipelined on a shared connection when
+/// [`PoolBuilder::pipeline`] allows and one has room, otherwise as [`with_connection!`].
+macro_rules! with_statement {
+    ($pool:expr, opens_transaction: $opens:expr, |$conn:ident| $op:expr) => {{
+        let pool: &Pool = $pool;
+        let depth = pool.inner.config.pipeline_depth;
+        let mut retried = false;
+        let mut shared_outcome = None;
+        if depth > 1 && !$opens {
+            if let Some(conn) = pool.inner.share(depth) {
+                let guard = SharedConnection {
+                    conn: Some(conn),
+                    inner: &pool.inner,
+                };
+                let result = {
+                    let $conn: &Connection = guard.connection();
+                    maybe_timeout(&*pool.inner.executor, pool.inner.config.statement_timeout, $op)
+                        .await
+                };
+                let outcome = match result {
+                    Ok(r) => r,
+                    Err(_) => Err(pool.shared_statement_timed_out(&guard)),
+                };
+                drop(guard);
+                match outcome {
+                    Err(e) if pool.should_retry(&e) => {
+                        retried = true;
+                        pool.inner.counters.retries.fetch_add(1, Ordering::Relaxed);
+                        debug!(target: "momoko", error = %e, "retrying a pipelined statement on another connection");
+                    }
+                    other => shared_outcome = Some(other),
+                }
+            }
+        }
+        match shared_outcome {
+            Some(outcome) => outcome,
+            None => with_connection!(pool, opens_transaction: $opens, retried: retried, |$conn| $op),
+        }
+    }};
+}
+
 /// How long returning a held connection may take to check and reset its transaction state
 /// before the connection is closed instead.
 const RESET_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a background cancel request may take before it is abandoned.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connect timeout of pool connections when neither the DSN nor the builder sets one: a pool
+/// must never wait forever on a server that does not answer.
+const DEFAULT_POOL_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// When a statement that failed because its connection died is run again, once, on another
 /// connection.
@@ -103,6 +154,8 @@ pub struct PoolConfig {
     pub statement_timeout: Option<Duration>,
     /// Which failed statements are retried.
     pub retry: RetryPolicy,
+    /// How many autocommit statements may share one free connection at once (1: none share).
+    pub pipeline_depth: usize,
 }
 
 impl Default for PoolConfig {
@@ -119,6 +172,7 @@ impl Default for PoolConfig {
             acquire_timeout: None,
             statement_timeout: None,
             retry: RetryPolicy::Safe,
+            pipeline_depth: 1,
         }
     }
 }
@@ -232,7 +286,7 @@ impl PoolBuilder {
     }
 
     /// Longest each connection attempt may take (per host). Defaults to the DSN's
-    /// `connect_timeout`, or no limit.
+    /// `connect_timeout`, or 10 seconds (a pool never waits forever on a silent server).
     pub fn connect_timeout(mut self, timeout: Duration) -> PoolBuilder {
         self.dsn = self.dsn.map(|o| o.connect_timeout(timeout));
         self
@@ -253,6 +307,23 @@ impl PoolBuilder {
         self
     }
 
+    /// Lets up to `depth` autocommit statements from [`Pool::execute`], [`Pool::callproc`],
+    /// [`Pool::mogrify`] and [`Pool::ping`] share one free connection at once: they are sent back
+    /// to back (pipelined) and answered in order, so a few connections carry many concurrent
+    /// callers. Transactions, statements that open one (`BEGIN`), and `getconn` stay exclusive;
+    /// an exclusive caller only takes a connection no statement is pipelined on.
+    ///
+    /// Trade-offs: a slow statement delays the statements pipelined behind it on its connection;
+    /// a pipelined statement whose future is dropped still runs to completion on the server; and
+    /// a statement that exceeds `statement_timeout` is cancelled only when it was alone on its
+    /// connection (a cancel request cannot pick one statement), while its connection is retired
+    /// either way. `1` turns pipelining off: one statement per connection, as in Momoko. Defaults
+    /// to 1.
+    pub fn pipeline(mut self, depth: usize) -> PoolBuilder {
+        self.config.pipeline_depth = depth.max(1);
+        self
+    }
+
     /// Replaces the connection settings parsed from the DSN.
     pub fn options(mut self, options: ConnectOptions) -> PoolBuilder {
         self.dsn = Ok(options);
@@ -266,7 +337,10 @@ impl PoolBuilder {
     ///
     /// [`ErrorKind::Config`] for an invalid DSN or settings (`size` of 0, `max_size < size`).
     pub fn build(self) -> Result<Pool> {
-        let options = self.dsn?;
+        let mut options = self.dsn?;
+        if options.get_connect_timeout().is_none() {
+            options = options.connect_timeout(DEFAULT_POOL_CONNECT_TIMEOUT);
+        }
         let c = &self.config;
         if c.size == 0 {
             return Err(Error::config("pool size must be at least 1"));
@@ -365,6 +439,8 @@ pub struct PoolStatus {
     pub closed: bool,
     /// Whether the last connect attempt failed.
     pub database_down: bool,
+    /// Pipelined statements in flight on free connections (see [`PoolBuilder::pipeline`]).
+    pub pipelined: usize,
 }
 
 /// Counters since the pool was created.
@@ -449,7 +525,7 @@ impl Pool {
     /// `statement_timeout`; [`ErrorKind::DatabaseNotAvailable`] while the database is down;
     /// [`ErrorKind::PoolClosed`] after `close()`.
     pub async fn execute(&self, sql: &str, params: &[Param<'_>]) -> Result<Cursor> {
-        with_connection!(self, opens_transaction: opens_transaction(sql), |c| c.execute(sql, params))
+        with_statement!(self, opens_transaction: opens_transaction(sql), |c| c.execute(sql, params))
     }
 
     /// Calls a function by name on a pooled connection (see [`Connection::callproc`]).
@@ -458,7 +534,7 @@ impl Pool {
     ///
     /// As [`Pool::execute`].
     pub async fn callproc(&self, name: &str, params: &[Param<'_>]) -> Result<Cursor> {
-        with_connection!(self, opens_transaction: false, |c| c.callproc(name, params))
+        with_statement!(self, opens_transaction: false, |c| c.callproc(name, params))
     }
 
     /// Runs `statements` in one transaction on one pooled connection (see
@@ -496,7 +572,7 @@ impl Pool {
     ///
     /// As [`Connection::mogrify`].
     pub async fn mogrify(&self, sql: &str, params: &[Param<'_>]) -> Result<String> {
-        with_connection!(self, opens_transaction: false, |c| c.mogrify(sql, params))
+        with_statement!(self, opens_transaction: false, |c| c.mogrify(sql, params))
     }
 
     /// Runs `SELECT 1 AS ping` on a pooled connection.
@@ -505,7 +581,7 @@ impl Pool {
     ///
     /// As [`Pool::execute`].
     pub async fn ping(&self) -> Result<()> {
-        with_connection!(self, opens_transaction: false, |c| c.ping())
+        with_statement!(self, opens_transaction: false, |c| c.ping())
     }
 
     /// Takes a connection for exclusive use (Momoko's `getconn`): for server-side cursors,
@@ -656,7 +732,7 @@ impl Pool {
             Err(e) if !*retried && self.should_retry(&e) => {
                 *retried = true;
                 self.inner.counters.retries.fetch_add(1, Ordering::Relaxed);
-                debug!(target: "momoko", error = %e, "retrying on another connection");
+                debug!(target: "momoko", error = %e, status = ?self.status(), "retrying on another connection");
                 None
             }
             // The connection is gone or in an unknown state: leave `in_flight` set.
@@ -679,15 +755,29 @@ impl Pool {
             .counters
             .statement_timeouts
             .fetch_add(1, Ordering::Relaxed);
-        self.inner.executor.spawn(Box::pin(async move {
-            if let Err(e) = cancel.await {
-                debug!(target: "momoko", error = %e, "cancel request after statement_timeout failed");
-            }
-        }));
+        spawn_cancel(&self.inner.executor, cancel);
         let limit = self.inner.config.statement_timeout.unwrap_or_default();
-        warn!(target: "momoko", ?limit, "statement_timeout elapsed; statement cancelled");
+        warn!(target: "momoko", ?limit, status = ?self.status(), "statement_timeout elapsed; statement cancelled");
         Error::timeout(format!(
             "statement_timeout ({limit:?}) elapsed; the statement was cancelled"
+        ))
+    }
+
+    fn shared_statement_timed_out(&self, guard: &SharedConnection<'_>) -> Error {
+        self.inner
+            .counters
+            .statement_timeouts
+            .fetch_add(1, Ordering::Relaxed);
+        let conn = guard.connection();
+        if let Some(arc) = &guard.conn {
+            if self.inner.retire(arc) {
+                spawn_cancel(&self.inner.executor, conn.cancel_later());
+            }
+        }
+        let limit = self.inner.config.statement_timeout.unwrap_or_default();
+        warn!(target: "momoko", ?limit, status = ?self.status(), "statement_timeout elapsed on a pipelined statement");
+        Error::timeout(format!(
+            "statement_timeout ({limit:?}) elapsed; the pipelined statement was abandoned"
         ))
     }
 
@@ -713,6 +803,30 @@ fn opens_transaction(sql: &str) -> bool {
         .collect::<String>()
         .to_ascii_uppercase();
     word == "BEGIN" || word == "START"
+}
+
+/// One pipelined statement's share of a free connection; ends the share when dropped.
+struct SharedConnection<'p> {
+    conn: Option<Arc<Connection>>,
+    inner: &'p Arc<PoolInner>,
+}
+
+impl SharedConnection<'_> {
+    fn connection(&self) -> &Connection {
+        match &self.conn {
+            Some(c) => c,
+            // Invariant: `conn` is only taken in `drop`.
+            None => unreachable!("SharedConnection used after drop"),
+        }
+    }
+}
+
+impl Drop for SharedConnection<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.inner.release_shared(conn);
+        }
+    }
 }
 
 /// A connection taken from a [`Pool`]; it goes back when dropped (Momoko's `manage`).
@@ -812,13 +926,28 @@ impl Drop for PooledConnection {
                     inner.release(conn, false);
                 }
                 Err(_) => {
-                    let cancel = conn.cancel_later();
+                    spawn_cancel(&executor, conn.cancel_later());
                     inner.release(conn, false);
-                    let _ = cancel.await;
                 }
             }
         }));
     }
+}
+
+/// Sends a cancel request in the background, given up after [`CANCEL_TIMEOUT`] (a black-holed
+/// server never answers it).
+fn spawn_cancel(
+    executor: &Arc<dyn Executor>,
+    cancel: impl std::future::Future<Output = Result<()>> + Send + 'static,
+) {
+    let timer = Arc::clone(executor);
+    executor.spawn(Box::pin(async move {
+        match timeout(&*timer, CANCEL_TIMEOUT, cancel).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => debug!(target: "momoko", error = %e, "cancel request failed"),
+            Err(_) => debug!(target: "momoko", "cancel request timed out"),
+        }
+    }));
 }
 
 /// Leaves the connection outside any transaction block (rolling back an open or failed one).

@@ -1,0 +1,291 @@
+//! Command-line options, parsed by hand.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::contenders::ContenderId;
+use crate::model::{BoxError, Cell, Group, Transport, Workload};
+
+/// The help text.
+pub(crate) const USAGE: &str = "\
+momoko-bench: momoko's Pool against deadpool-postgres, bb8-postgres, sqlx, raw tokio-postgres
+and pgbench, on a throw-away PostgreSQL cluster (or DATABASE_URL).
+
+USAGE: momoko-bench [OPTIONS]
+
+  --smoke               a few seconds: SELECT 1, TCP, 1 and 16 tasks, 8 connections, 1 repetition,
+                        0.3 s per cell; writes to a temporary directory unless --out is given
+  --secs <f>            measured seconds per cell (default 3)
+  --warmup <f>          warm-up seconds per cell before measuring (default 0.5)
+  --reps <n>            repetitions of every cell; the median is reported (default 3)
+  --out <dir>           results folder (default ./bench-results of the workspace)
+  --contenders <list>   comma-separated, from: {contenders}
+  --workloads <list>    comma-separated, from: select1, point-read, insert
+  --transports <list>   comma-separated, from: tcp, unix
+  --concurrency <list>  tasks, e.g. 1,16,64,256
+  --conns <list>        connections per contender, e.g. 8,16
+  --full                the full cartesian matrix (every workload × transport × 1,16,64,256 tasks
+                        × 8,16 connections)
+  -h, --help            this text
+
+Without --full or any of --workloads/--transports/--concurrency/--conns, the standard matrix runs:
+  select1    × tcp,unix × 8 conns  × 1,16,64,256 tasks
+  point-read × tcp,unix × 8 conns  × 16,64 tasks
+  insert     × tcp,unix × 8 conns  × 16,64 tasks
+  select1    × tcp      × 16 conns × 64,256 tasks
+Any of those options switches to the cartesian product of the given lists (defaults: all
+workloads, both transports, 1,16,64,256 tasks, 8 connections).
+";
+
+/// Resolved settings of one invocation.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    /// Measured time per cell.
+    pub(crate) secs: Duration,
+    /// Warm-up time per cell.
+    pub(crate) warmup: Duration,
+    /// Repetitions.
+    pub(crate) reps: usize,
+    /// Results folder; `None` means a fresh temporary directory.
+    pub(crate) out: Option<PathBuf>,
+    /// Who runs, in base order (rotated per repetition).
+    pub(crate) contenders: Vec<ContenderId>,
+    /// The cells, in run order.
+    pub(crate) cells: Vec<Cell>,
+    /// Whether this is `--smoke`.
+    pub(crate) smoke: bool,
+    /// How the matrix was chosen, for the report.
+    pub(crate) matrix: String,
+}
+
+fn list<T>(flag: &str, value: &str, parse: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, BoxError> {
+    let mut out = Vec::new();
+    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match parse(part) {
+            Some(v) => out.push(v),
+            None => return Err(format!("{flag}: unknown value {part:?}").into()),
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("{flag}: empty list").into());
+    }
+    Ok(out)
+}
+
+fn positive(flag: &str, value: &str) -> Result<usize, BoxError> {
+    match value.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{flag}: expected a positive integer, got {value:?}").into()),
+    }
+}
+
+fn seconds(flag: &str, value: &str) -> Result<Duration, BoxError> {
+    match value.parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s)),
+        _ => Err(format!("{flag}: expected seconds, got {value:?}").into()),
+    }
+}
+
+/// The standard matrix (see [`USAGE`]).
+fn standard_cells() -> Vec<Cell> {
+    let mut cells = Vec::new();
+    let mut add = |workload, transports: &[Transport], conns, tasks: &[usize]| {
+        for &transport in transports {
+            for &concurrency in tasks {
+                cells.push(Cell {
+                    group: Group {
+                        workload,
+                        transport,
+                        conns,
+                    },
+                    concurrency,
+                });
+            }
+        }
+    };
+    let both = [Transport::Tcp, Transport::Unix];
+    add(Workload::Select1, &both, 8, &[1, 16, 64, 256]);
+    add(Workload::PointRead, &both, 8, &[16, 64]);
+    add(Workload::Insert, &both, 8, &[16, 64]);
+    add(Workload::Select1, &[Transport::Tcp], 16, &[64, 256]);
+    cells
+}
+
+fn product(
+    workloads: &[Workload],
+    transports: &[Transport],
+    conns: &[usize],
+    tasks: &[usize],
+) -> Vec<Cell> {
+    let mut cells = Vec::new();
+    for &workload in workloads {
+        for &transport in transports {
+            for &conns in conns {
+                for &concurrency in tasks {
+                    cells.push(Cell {
+                        group: Group {
+                            workload,
+                            transport,
+                            conns,
+                        },
+                        concurrency,
+                    });
+                }
+            }
+        }
+    }
+    cells
+}
+
+/// What `parse` found: options to run, or a request for help.
+#[derive(Debug)]
+pub(crate) enum Parsed {
+    /// Run with these options.
+    Run(Box<Options>),
+    /// Print [`USAGE`] and exit.
+    Help,
+}
+
+/// Parses `args` (without the program name).
+pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, BoxError> {
+    let mut smoke = false;
+    let mut full = false;
+    let mut secs = None;
+    let mut warmup = None;
+    let mut reps = None;
+    let mut out = None;
+    let mut contenders = None;
+    let mut workloads = None;
+    let mut transports = None;
+    let mut concurrency = None;
+    let mut conns = None;
+
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = || -> Result<String, BoxError> {
+            match inline.clone().or_else(|| args.next()) {
+                Some(v) => Ok(v),
+                None => Err(format!("{flag} needs a value").into()),
+            }
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(Parsed::Help),
+            "--smoke" => smoke = true,
+            "--full" => full = true,
+            "--secs" => secs = Some(seconds("--secs", &value()?)?),
+            "--warmup" => warmup = Some(seconds("--warmup", &value()?)?),
+            "--reps" => reps = Some(positive("--reps", &value()?)?),
+            "--out" => out = Some(PathBuf::from(value()?)),
+            "--contenders" => {
+                contenders = Some(list("--contenders", &value()?, ContenderId::parse)?);
+            }
+            "--workloads" => workloads = Some(list("--workloads", &value()?, Workload::parse)?),
+            "--transports" => {
+                transports = Some(list("--transports", &value()?, Transport::parse)?);
+            }
+            "--concurrency" => {
+                concurrency = Some(list("--concurrency", &value()?, |s| {
+                    s.parse().ok().filter(|&n: &usize| n > 0)
+                })?);
+            }
+            "--conns" => {
+                conns = Some(list("--conns", &value()?, |s| {
+                    s.parse().ok().filter(|&n: &usize| n > 0)
+                })?);
+            }
+            other => return Err(format!("unknown option {other:?} (see --help)").into()),
+        }
+    }
+
+    let custom =
+        workloads.is_some() || transports.is_some() || concurrency.is_some() || conns.is_some();
+    let (cells, matrix) = if smoke && !custom && !full {
+        (
+            product(&[Workload::Select1], &[Transport::Tcp], &[8], &[1, 16]),
+            "smoke: select1 × tcp × 8 conns × 1,16 tasks".to_owned(),
+        )
+    } else if full || custom {
+        let w = workloads.unwrap_or_else(|| Workload::ALL.to_vec());
+        let t = transports.unwrap_or_else(|| Transport::ALL.to_vec());
+        let c = conns.unwrap_or_else(|| if full { vec![8, 16] } else { vec![8] });
+        let k = concurrency.unwrap_or_else(|| vec![1, 16, 64, 256]);
+        let label = format!(
+            "{}: {} × {} × {} conns × {} tasks",
+            if full { "full" } else { "custom" },
+            w.iter().map(|w| w.name()).collect::<Vec<_>>().join(","),
+            t.iter().map(|t| t.name()).collect::<Vec<_>>().join(","),
+            c.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            k.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        (product(&w, &t, &c, &k), label)
+    } else {
+        (standard_cells(), "standard (see --help)".to_owned())
+    };
+
+    let options = Options {
+        secs: secs.unwrap_or(if smoke {
+            Duration::from_millis(300)
+        } else {
+            Duration::from_secs(3)
+        }),
+        warmup: warmup.unwrap_or(if smoke {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_millis(500)
+        }),
+        reps: reps.unwrap_or(if smoke { 1 } else { 3 }),
+        out: match out {
+            Some(dir) => Some(dir),
+            None if smoke => None,
+            None => Some(default_out_dir()),
+        },
+        contenders: contenders.unwrap_or_else(|| ContenderId::all()),
+        cells,
+        smoke,
+        matrix,
+    };
+    Ok(Parsed::Run(Box::new(options)))
+}
+
+/// `<workspace>/bench-results`, found from this crate's manifest directory at build time, or
+/// `./bench-results` when that directory is gone.
+fn default_out_dir() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    match manifest.parent().and_then(|p| p.parent()) {
+        Some(root) if root.join("Cargo.toml").exists() => root.join("bench-results"),
+        _ => PathBuf::from("bench-results"),
+    }
+}
+
+impl Options {
+    /// A rough wall-clock estimate of the run, for the banner.
+    pub(crate) fn estimate(&self) -> Duration {
+        let per_run = self.warmup + self.secs + Duration::from_millis(150);
+        let rust = self
+            .contenders
+            .iter()
+            .filter(|c| !matches!(c, ContenderId::Pgbench))
+            .count();
+        let mut groups: Vec<Group> = self.cells.iter().map(|c| c.group).collect();
+        groups.sort();
+        groups.dedup();
+        let pg = if self.contenders.contains(&ContenderId::Pgbench) {
+            groups.len() as u32
+        } else {
+            0
+        };
+        let pg_secs = self.secs.as_secs_f64().round().max(1.0) + 0.3;
+        (per_run * (rust * self.cells.len()) as u32 + Duration::from_secs_f64(pg_secs) * pg)
+            * self.reps as u32
+    }
+}

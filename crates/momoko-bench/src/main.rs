@@ -1,0 +1,238 @@
+//! `momoko-bench`: momoko's pool on tokio, async-std and smol against deadpool-postgres,
+//! bb8-postgres, sqlx, raw tokio-postgres and pgbench, on a throw-away PostgreSQL cluster.
+//!
+//! Every contender gets the same number of connections, runs the same prepared statements, and
+//! is measured by the same loop ([`harness::drive`]); contenders are interleaved and every cell is
+//! repeated, the median reported. Results go to `results.json`, `results.md` and `chart.svg`.
+//! Run `momoko-bench --help` for the options.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod cli;
+mod contenders;
+mod db;
+mod harness;
+mod model;
+mod pgbench;
+mod report;
+
+use std::collections::HashSet;
+use std::io::Write as _;
+use std::time::{Duration, Instant};
+
+use cli::{Options, Parsed};
+use contenders::ContenderId;
+use db::{Machine, Server};
+use harness::Phase;
+use model::{BoxError, Cell, Sample};
+use pgbench::Pgbench;
+
+/// How each contender is set up, for the report.
+fn notes(opts: &Options) -> Vec<String> {
+    let smol_threads = std::env::var("SMOL_THREADS").unwrap_or_else(|_| "1".into());
+    let all = [
+        "momoko-*: `Pool::builder(dsn, executor).size(n).max_size(n).connect()`, \
+         `pool.execute(sql, params)` (statements prepared and cached per connection by momoko; \
+         rows collected into a `Cursor`)."
+            .to_owned(),
+        "momoko-tokio, deadpool-postgres, bb8-postgres, sqlx and tokio-postgres-raw share one \
+         tokio multi-threaded runtime (worker threads = CPUs); momoko-async-std uses async-std's \
+         global executor; momoko-smol uses smol's global executor with SMOL_THREADS="
+            .to_owned()
+            + &smol_threads
+            + ".",
+        "deadpool-postgres 0.14: `Manager::from_config(.., ManagerConfig::default())` \
+         (RecyclingMethod::Fast), `max_size(n)`, `client.prepare_cached(sql)` then \
+         `query`/`execute`; all n connections opened before the clock starts."
+            .to_owned(),
+        "bb8-postgres 0.9: bb8 defaults (test_on_check_out = true: `simple_query(\"\")` on every \
+         checkout), `max_size(n)`, `min_idle(n)`; bb8-postgres' manager wrapped to prepare the \
+         workload's statement once per connection."
+            .to_owned(),
+        "sqlx 0.8: `PgPoolOptions` defaults with `max_connections(n)`, `min_connections(n)`; \
+         `sqlx::query(sql).bind(..).fetch_all/execute` (prepared and cached per connection)."
+            .to_owned(),
+        "tokio-postgres-raw: n clients, task i always uses client i mod n behind a FIFO \
+         `tokio::sync::Mutex` (one query in flight per client), statement prepared once per \
+         client: the no-pool floor."
+            .to_owned(),
+        "pgbench: `pgbench -n -M prepared -c <conns> -j 2 -T <round(secs)> -f <script>` (-h \
+         <socket dir> for unix); its tps and \"latency average\" as printed; run once per \
+         workload/transport/connections group per repetition, without warm-up (its tables are \
+         already cached by the other contenders)."
+            .to_owned(),
+        "Workloads: select1 = `SELECT 1`; point-read = `SELECT balance FROM bench_accounts \
+         WHERE id = $1` (100k rows, int primary key, random ids); insert = `INSERT INTO \
+         bench_log (id, v) VALUES ($1, $2)` (no index, random 63-bit ids; truncated at the start \
+         of every repetition)."
+            .to_owned(),
+    ];
+    let _ = opts;
+    all.into_iter().collect()
+}
+
+fn progress(line: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{line}");
+}
+
+fn run(opts: Options) -> Result<(), BoxError> {
+    let started = Instant::now();
+    let out_dir = match &opts.out {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir().join(format!("momoko-bench-smoke-{}", std::process::id())),
+    };
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the tokio runtime: {e}"))?;
+
+    progress("momoko-bench: starting the server …");
+    let server = Server::start()?;
+    let version = tokio.block_on(server.prepare_schema())?;
+    let pgbench = Pgbench::locate()?;
+    let machine = Machine::probe(version, server.origin.clone(), &pgbench.bin);
+    progress(&format!(
+        "momoko-bench: {} · {} CPUs · {}\nmatrix: {} · {} cells · contenders: {} · {:.1} s/cell \
+         + {:.1} s warm-up · {} rep(s) · about {:.0} s",
+        machine.postgres,
+        machine.nproc,
+        machine.cpu_model,
+        opts.matrix,
+        opts.cells.len(),
+        opts.contenders
+            .iter()
+            .map(|c| c.name())
+            .collect::<Vec<_>>()
+            .join(","),
+        opts.secs.as_secs_f64(),
+        opts.warmup.as_secs_f64(),
+        opts.reps,
+        opts.estimate().as_secs_f64()
+    ));
+
+    let mut samples: Vec<Sample> = Vec::new();
+    let k = opts.contenders.len().max(1);
+    for rep in 0..opts.reps {
+        if let Err(e) = tokio.block_on(server.truncate_log()) {
+            progress(&format!("warning: cannot truncate bench_log: {e}"));
+        }
+        let mut order = opts.contenders.clone();
+        order.rotate_left(rep % k);
+        let mut pgbench_done = HashSet::new();
+        for (ci, cell) in opts.cells.iter().enumerate() {
+            for &id in &order {
+                let cell = if id == ContenderId::Pgbench {
+                    // Once per group: its clients are the connections.
+                    if !pgbench_done.insert(cell.group) {
+                        continue;
+                    }
+                    Cell {
+                        group: cell.group,
+                        concurrency: cell.group.conns,
+                    }
+                } else {
+                    *cell
+                };
+                let phase = Phase {
+                    warmup: opts.warmup,
+                    measure: opts.secs,
+                    concurrency: cell.concurrency,
+                    seed: (rep as u64) << 32 | ci as u64,
+                };
+                let sample = match id.run(cell, &server, phase, &tokio, &pgbench) {
+                    Ok(raw) => Sample::from_run(id.name(), cell, rep, raw),
+                    Err(e) => Sample::failed(id.name(), cell, rep, e.to_string()),
+                };
+                let line = match &sample.error {
+                    None => format!(
+                        "[rep {}/{}] {:<38} {:>4} tasks  {:<20} {:>9.0} q/s  p50 {:>8.1} µs  p99 \
+                         {:>8.1} µs  mean {:>8.1} µs  cpu {:.3} s/10k",
+                        rep + 1,
+                        opts.reps,
+                        cell.group.to_string(),
+                        cell.concurrency,
+                        sample.contender,
+                        sample.qps,
+                        sample.p50_us.unwrap_or(f64::NAN),
+                        sample.p99_us.unwrap_or(f64::NAN),
+                        sample.mean_us.unwrap_or(f64::NAN),
+                        sample.cpu_s_per_10k
+                    ),
+                    Some(e) => format!(
+                        "[rep {}/{}] {} {} tasks {}: FAILED: {e}",
+                        rep + 1,
+                        opts.reps,
+                        cell.group,
+                        cell.concurrency,
+                        sample.contender
+                    ),
+                };
+                progress(&line);
+                samples.push(sample);
+                // Let the server settle (backends exit, autovacuum) between runs.
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    let order: Vec<&str> = opts.contenders.iter().map(|c| c.name()).collect();
+    let summaries = report::summarise(&samples, &order);
+    let settings = report::Settings {
+        secs: opts.secs.as_secs_f64(),
+        warmup_secs: opts.warmup.as_secs_f64(),
+        reps: opts.reps,
+        matrix: opts.matrix.clone(),
+        contenders: order.iter().map(|s| (*s).to_owned()).collect(),
+        command: format!(
+            "momoko-bench {}",
+            std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+        )
+        .trim_end()
+        .to_owned(),
+        elapsed_secs: started.elapsed().as_secs_f64(),
+        notes: notes(&opts),
+    };
+    report::write_all(&out_dir, &machine, &settings, &summaries, &samples)?;
+
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{}", report::tables(&summaries))?;
+    if summaries
+        .iter()
+        .any(|s| s.group == report::HEADLINE.0 && s.concurrency == report::HEADLINE.1)
+    {
+        writeln!(stdout, "{}", report::targets(&summaries))?;
+    }
+    writeln!(
+        stdout,
+        "results: {} (results.json, results.md, chart.svg) in {:.0} s",
+        out_dir.display(),
+        started.elapsed().as_secs_f64()
+    )?;
+    let failed = samples.iter().filter(|s| s.error.is_some()).count();
+    if failed > 0 && opts.smoke {
+        return Err(format!(
+            "{failed} run(s) failed; see {}",
+            out_dir.join("results.md").display()
+        )
+        .into());
+    }
+    Ok(())
+}
+
+fn main() -> Result<(), BoxError> {
+    let opts = match cli::parse(std::env::args().skip(1))? {
+        Parsed::Help => {
+            let names: Vec<&str> = ContenderId::all().iter().map(|c| c.name()).collect();
+            print!("{}", cli::USAGE.replace("{contenders}", &names.join(", ")));
+            return Ok(());
+        }
+        Parsed::Run(opts) => *opts,
+    };
+    // smol's global executor runs on SMOL_THREADS threads (1 by default); give it as many as
+    // tokio's multi-threaded runtime gets, unless the caller chose. Set before any thread starts.
+    if std::env::var_os("SMOL_THREADS").is_none() {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        std::env::set_var("SMOL_THREADS", n.to_string());
+    }
+    run(opts)
+}
