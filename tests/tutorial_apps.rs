@@ -193,27 +193,22 @@ impl Server {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             stderr,
         };
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(addr) = line.strip_prefix("listening on http://") {
-                        server.addr = addr.parse().unwrap_or_else(|e| {
-                            panic!("{app} printed a bad address {addr:?}: {e}")
-                        });
-                        assert_eq!(server.addr.ip().to_string(), "127.0.0.1");
-                        assert_ne!(server.addr.port(), 0, "the real port is printed");
-                        return server;
-                    }
-                    panic!("{app} printed {line:?} before `listening on`");
-                }
-                Err(_) => panic!(
-                    "{app} did not print `listening on` within {START_TIMEOUT:?}; stderr:\n{}",
-                    server.stderr()
-                ),
-            }
-        }
+        // The line is the first thing the app prints on stdout.
+        let line = rx.recv_timeout(START_TIMEOUT).unwrap_or_else(|_| {
+            panic!(
+                "{app} did not print `listening on` within {START_TIMEOUT:?}; stderr:\n{}",
+                server.stderr()
+            )
+        });
+        let addr = line
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("{app} printed {line:?} instead of `listening on`"));
+        server.addr = addr
+            .parse()
+            .unwrap_or_else(|e| panic!("{app} printed a bad address {addr:?}: {e}"));
+        assert_eq!(server.addr.ip().to_string(), "127.0.0.1");
+        assert_ne!(server.addr.port(), 0, "the real port is printed");
+        server
     }
 
     /// A fresh TCP connection to the app.

@@ -149,6 +149,10 @@ macro_rules! __for_each_case {
                 dropped_query_future_is_safe,
                 heals_after_backends_are_terminated,
                 mixed_run_balances,
+                mixed_run_balances_pipelined,
+                pipelined_statements_share_connections,
+                pipelining_never_joins_a_transaction,
+                exclusive_caller_waits_for_pipelined_statements,
             ],
             faults: [
                 restart_fast_while_idle_heals,

@@ -653,7 +653,7 @@ fn percent_decode(s: &str) -> Option<String> {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn parse(dsn: &str, env: &[(&str, &str)]) -> Result<ConnectOptions> {

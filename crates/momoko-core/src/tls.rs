@@ -259,6 +259,14 @@ impl TlsSettings {
             (_, m) => m.unwrap_or_default(),
         };
 
+        #[cfg(not(feature = "tls"))]
+        if mode.requires_tls() {
+            return Err(Error::config(format!(
+                "TLS requested (sslmode={mode}) but momoko-core was built without the `tls` \
+                 feature"
+            )));
+        }
+
         let direct = match from(params.sslnegotiation, "PGSSLNEGOTIATION").as_deref() {
             None | Some("postgres") => false,
             Some("direct") => true,
@@ -338,14 +346,6 @@ impl TlsSettings {
             _ => Verify::Nothing,
         };
 
-        #[cfg(not(feature = "tls"))]
-        if mode.requires_tls() {
-            return Err(Error::config(format!(
-                "TLS requested (sslmode={mode}) but momoko-core was built without the `tls` \
-                 feature"
-            )));
-        }
-
         #[allow(unused_mut)]
         let mut settings = TlsSettings {
             mode,
@@ -385,6 +385,31 @@ impl TlsSettings {
             s.push_str(&format!(", sslrootcert={r}"));
         }
         s
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sslmode_spellings_round_trip() {
+        for mode in [
+            SslMode::Disable,
+            SslMode::Allow,
+            SslMode::Prefer,
+            SslMode::Require,
+            SslMode::VerifyCa,
+            SslMode::VerifyFull,
+        ] {
+            assert_eq!(mode.as_str().parse::<SslMode>().unwrap(), mode);
+            assert_eq!(mode.to_string(), mode.as_str());
+        }
+        assert_eq!(SslMode::default(), SslMode::Prefer);
+        assert!(SslMode::VerifyCa.requires_tls() && !SslMode::Allow.requires_tls());
+        let e = "Require".parse::<SslMode>().unwrap_err();
+        assert!(e.is_config() && !e.to_string().contains("Require"), "{e}");
     }
 }
 
@@ -915,8 +940,28 @@ mod imp {
     }
 
     #[cfg(test)]
+    #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     mod tests {
         use super::*;
+
+        #[test]
+        fn real_certificate_binds_with_sha256() {
+            let pem = crate::config::tests::TEST_CA_PEM;
+            let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+            // ecdsa-with-SHA256
+            assert_eq!(
+                signature_algorithm_oid(der.as_ref()),
+                Some(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02][..])
+            );
+            assert_eq!(
+                end_point_hash(der.as_ref()),
+                Some(
+                    ring::digest::digest(&ring::digest::SHA256, der.as_ref())
+                        .as_ref()
+                        .to_vec()
+                )
+            );
+        }
 
         /// A DER certificate skeleton with the given signature algorithm OID (content bytes).
         fn skeleton(oid: &[u8]) -> Vec<u8> {

@@ -606,9 +606,19 @@ pub async fn heals_after_backends_are_terminated(ctx: &Ctx) {
 
 /// Ten thousand mixed operations from 32 tasks; afterwards the status and counters balance.
 pub async fn mixed_run_balances(ctx: &Ctx) {
+    mixed_run(ctx, 1).await;
+}
+
+/// The same mixed run with pipelining on: shared and exclusive use interleave safely.
+pub async fn mixed_run_balances_pipelined(ctx: &Ctx) {
+    mixed_run(ctx, 4).await;
+}
+
+async fn mixed_run(ctx: &Ctx, depth: usize) {
     let pool = builder(ctx)
         .size(4)
         .max_size(8)
+        .pipeline(depth)
         .retry(RetryPolicy::Safe)
         .connect()
         .await
@@ -657,9 +667,110 @@ pub async fn mixed_run_balances(ctx: &Ctx) {
     );
     assert_settled(ctx, &pool).await;
     eprintln!(
-        "mixed run: {} operations; status {:?}; counters {:?}",
+        "mixed run (pipeline depth {depth}): {} operations; status {:?}; counters {:?}",
         32 * per_task,
         pool.status(),
         pool.counters()
     );
+}
+
+/// With pipelining, sixteen concurrent statements share two connections: nobody waits, no
+/// connection is added, and every caller gets its own result.
+pub async fn pipelined_statements_share_connections(ctx: &Ctx) {
+    let pool = builder(ctx).size(2).pipeline(8).connect().await.unwrap();
+    let results = join_all((0..16i32).map(|i| {
+        let pool = &pool;
+        async move {
+            let c = pool
+                .execute(
+                    "SELECT $1::int4, pg_backend_pid() FROM pg_sleep(0.05)",
+                    &[&i],
+                )
+                .await
+                .unwrap();
+            (
+                c.get::<i32>(0, 0usize).unwrap(),
+                c.get::<i32>(0, 1usize).unwrap(),
+            )
+        }
+    }))
+    .await;
+    for (i, (echo, _)) in results.iter().enumerate() {
+        assert_eq!(*echo, i as i32, "each caller read its own row");
+    }
+    let pids: HashSet<i32> = results.iter().map(|r| r.1).collect();
+    assert!(pids.len() <= 2, "{pids:?}");
+    assert_eq!(
+        pool.counters().acquire_waits,
+        0,
+        "nobody waited: the statements were pipelined"
+    );
+    assert_eq!(pool.status().total, 2);
+    assert_settled(ctx, &pool).await;
+}
+
+/// A pipelined statement never runs inside another caller's open transaction.
+pub async fn pipelining_never_joins_a_transaction(ctx: &Ctx) {
+    let pool = builder(ctx).size(2).pipeline(8).connect().await.unwrap();
+    pool.execute("CREATE TABLE pj (n int)", &[]).await.unwrap();
+    let (inserted_tx, inserted_rx) = futures::channel::oneshot::channel::<()>();
+    let (release_tx, release_rx) = futures::channel::oneshot::channel::<()>();
+    let signals = std::sync::Mutex::new(Some((inserted_tx, release_rx)));
+    let transaction = pool.transaction_with(|c| {
+        let taken = signals.lock().unwrap().take();
+        Box::pin(async move {
+            c.execute("INSERT INTO pj VALUES (1)", &[]).await?;
+            if let Some((inserted, release)) = taken {
+                let _ = inserted.send(());
+                let _ = release.await;
+            }
+            Ok(())
+        })
+    });
+    let observer = async {
+        inserted_rx.await.unwrap();
+        let counts = join_all((0..20).map(|_| pool.execute("SELECT count(*) FROM pj", &[]))).await;
+        for c in counts {
+            assert_eq!(
+                c.unwrap().scalar::<i64>().unwrap(),
+                0,
+                "saw an uncommitted row"
+            );
+        }
+        release_tx.send(()).unwrap();
+    };
+    let (committed, ()) = futures::join!(transaction, observer);
+    committed.unwrap();
+    let c = pool.execute("SELECT count(*) FROM pj", &[]).await.unwrap();
+    assert_eq!(c.scalar::<i64>().unwrap(), 1);
+    assert_settled(ctx, &pool).await;
+}
+
+/// An exclusive caller waits while statements are pipelined on the only connection and gets
+/// it as soon as they finish.
+pub async fn exclusive_caller_waits_for_pipelined_statements(ctx: &Ctx) {
+    let pool = builder(ctx).size(1).pipeline(4).connect().await.unwrap();
+    let shared = join_all((0..3).map(|_| pool.execute("SELECT 1 FROM pg_sleep(0.2)", &[])));
+    let exclusive = async {
+        eventually(ctx, "three statements pipelined", || {
+            pool.status().pipelined == 3
+        })
+        .await;
+        let conn = pool.getconn().await.unwrap();
+        assert_eq!(
+            pool.status().pipelined,
+            0,
+            "got the connection only once they finished"
+        );
+        conn.execute("SELECT 2", &[])
+            .await
+            .unwrap()
+            .scalar::<i32>()
+            .unwrap()
+    };
+    let (results, two) = futures::join!(shared, exclusive);
+    assert!(results.into_iter().all(|r| r.is_ok()));
+    assert_eq!(two, 2);
+    assert_eq!(pool.status().total, 1);
+    assert_settled(ctx, &pool).await;
 }
