@@ -71,11 +71,8 @@ async fn run(dsn: &str) -> momoko::Result<()> {
         .await?;
     println!("transaction: {}", cursors[2].scalar::<&str>()?);
 
-    let status = pool.status();
-    println!(
-        "pool: {} connection(s), {} free, {} busy",
-        status.total, status.free, status.busy
-    );
+    // Stretching may still be finishing a connect for the parallel queries: `pending`.
+    println!("pool: {:?}", pool.status());
     pool.close().await;
     println!("closed: {}", pool.is_closed());
     Ok(())

@@ -30,8 +30,8 @@ USAGE: momoko-bench [OPTIONS]
 
 Without --full or any of --workloads/--transports/--concurrency/--conns, the standard matrix runs:
   select1    × tcp,unix × 8 conns  × 1,16,64,256 tasks
-  point-read × tcp,unix × 8 conns  × 16,64 tasks
-  insert     × tcp,unix × 8 conns  × 16,64 tasks
+  point-read × tcp      × 8 conns  × 16,64 tasks;  × unix × 8 conns × 64 tasks
+  insert     × tcp      × 8 conns  × 16,64 tasks;  × unix × 8 conns × 64 tasks
   select1    × tcp      × 16 conns × 64,256 tasks
 Any of those options switches to the cartesian product of the given lists (defaults: all
 workloads, both transports, 1,16,64,256 tasks, 8 connections).
@@ -105,8 +105,10 @@ fn standard_cells() -> Vec<Cell> {
     };
     let both = [Transport::Tcp, Transport::Unix];
     add(Workload::Select1, &both, 8, &[1, 16, 64, 256]);
-    add(Workload::PointRead, &both, 8, &[16, 64]);
-    add(Workload::Insert, &both, 8, &[16, 64]);
+    add(Workload::PointRead, &[Transport::Tcp], 8, &[16, 64]);
+    add(Workload::PointRead, &[Transport::Unix], 8, &[64]);
+    add(Workload::Insert, &[Transport::Tcp], 8, &[16, 64]);
+    add(Workload::Insert, &[Transport::Unix], 8, &[64]);
     add(Workload::Select1, &[Transport::Tcp], 16, &[64, 256]);
     cells
 }
@@ -249,7 +251,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Bo
             None if smoke => None,
             None => Some(default_out_dir()),
         },
-        contenders: contenders.unwrap_or_else(|| ContenderId::all()),
+        contenders: contenders.unwrap_or_else(ContenderId::all),
         cells,
         smoke,
         matrix,

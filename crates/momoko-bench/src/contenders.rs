@@ -2,7 +2,6 @@
 //! tokio-postgres, and pgbench. Each builds its pool for one cell, runs the shared measuring loop
 //! ([`drive`]) and closes the pool.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use bb8::ManageConnection;
@@ -35,7 +34,7 @@ pub(crate) struct MomokoVariant {
     pub(crate) name: &'static str,
     /// Runtime it runs on.
     pub(crate) runtime: Runtime,
-    /// Extra builder settings.
+    /// Extra builder settings (e.g. `|b| b.pipeline(32)`).
     pub(crate) tune: fn(PoolBuilder) -> PoolBuilder,
 }
 
@@ -44,25 +43,13 @@ fn untuned(builder: PoolBuilder) -> PoolBuilder {
     builder
 }
 
-/// The momoko contenders. A new pool mode is one more line here, e.g. once momoko has a
-/// pipelined execute mode:
-/// `MomokoVariant { name: "momoko-pipelined", runtime: Runtime::Tokio, tune: |b| b.pipelined(true) },`
+/// The momoko contenders; a new pool mode is one more line here.
+#[rustfmt::skip]
 pub(crate) const MOMOKO_VARIANTS: &[MomokoVariant] = &[
-    MomokoVariant {
-        name: "momoko-tokio",
-        runtime: Runtime::Tokio,
-        tune: untuned,
-    },
-    MomokoVariant {
-        name: "momoko-async-std",
-        runtime: Runtime::AsyncStd,
-        tune: untuned,
-    },
-    MomokoVariant {
-        name: "momoko-smol",
-        runtime: Runtime::Smol,
-        tune: untuned,
-    },
+    MomokoVariant { name: "momoko-tokio", runtime: Runtime::Tokio, tune: untuned },
+    MomokoVariant { name: "momoko-async-std", runtime: Runtime::AsyncStd, tune: untuned },
+    MomokoVariant { name: "momoko-smol", runtime: Runtime::Smol, tune: untuned },
+    MomokoVariant { name: "momoko-pipelined", runtime: Runtime::Tokio, tune: |b| b.pipeline(32) },
 ];
 
 /// Who runs.
@@ -195,27 +182,25 @@ struct MomokoTarget {
 }
 
 impl Target for MomokoTarget {
-    fn query(&self, _task: usize, a: Args) -> impl Future<Output = Result<i64, BoxError>> + Send {
-        async move {
-            let sql = self.workload.sql();
-            Ok(match self.workload {
-                Workload::Select1 => {
-                    let cursor = self.pool.execute(sql, &[]).await?;
-                    i64::from(cursor.scalar::<i32>()?)
-                }
-                Workload::PointRead => {
-                    let cursor = self.pool.execute(sql, &[&a.key]).await?;
-                    cursor
-                        .rows()
-                        .first()
-                        .map_or(0, |r| i64::from(r.get::<_, i32>(0)))
-                }
-                Workload::Insert => {
-                    let cursor = self.pool.execute(sql, &[&a.id, &a.v]).await?;
-                    cursor.rowcount() as i64
-                }
-            })
-        }
+    async fn query(&self, _task: usize, a: Args) -> Result<i64, BoxError> {
+        let sql = self.workload.sql();
+        Ok(match self.workload {
+            Workload::Select1 => {
+                let cursor = self.pool.execute(sql, &[]).await?;
+                i64::from(cursor.scalar::<i32>()?)
+            }
+            Workload::PointRead => {
+                let cursor = self.pool.execute(sql, &[&a.key]).await?;
+                cursor
+                    .rows()
+                    .first()
+                    .map_or(0, |r| i64::from(r.get::<_, i32>(0)))
+            }
+            Workload::Insert => {
+                let cursor = self.pool.execute(sql, &[&a.id, &a.v]).await?;
+                cursor.rowcount() as i64
+            }
+        })
     }
 }
 
@@ -252,12 +237,10 @@ struct DeadpoolTarget {
 }
 
 impl Target for DeadpoolTarget {
-    fn query(&self, _task: usize, a: Args) -> impl Future<Output = Result<i64, BoxError>> + Send {
-        async move {
-            let client = self.pool.get().await?;
-            let statement = client.prepare_cached(self.workload.sql()).await?;
-            run_statement(&client, &statement, self.workload, a).await
-        }
+    async fn query(&self, _task: usize, a: Args) -> Result<i64, BoxError> {
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(self.workload.sql()).await?;
+        run_statement(&client, &statement, self.workload, a).await
     }
 }
 
@@ -359,11 +342,9 @@ struct Bb8Target {
 }
 
 impl Target for Bb8Target {
-    fn query(&self, _task: usize, a: Args) -> impl Future<Output = Result<i64, BoxError>> + Send {
-        async move {
-            let conn = self.pool.get().await?;
-            run_statement(&conn.client, &conn.statement, self.workload, a).await
-        }
+    async fn query(&self, _task: usize, a: Args) -> Result<i64, BoxError> {
+        let conn = self.pool.get().await?;
+        run_statement(&conn.client, &conn.statement, self.workload, a).await
     }
 }
 
@@ -398,32 +379,30 @@ struct SqlxTarget {
 }
 
 impl Target for SqlxTarget {
-    fn query(&self, _task: usize, a: Args) -> impl Future<Output = Result<i64, BoxError>> + Send {
-        async move {
-            let sql = self.workload.sql();
-            Ok(match self.workload {
-                Workload::Select1 => {
-                    let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
-                    match rows.first() {
-                        Some(r) => i64::from(r.try_get::<i32, _>(0)?),
-                        None => 0,
-                    }
+    async fn query(&self, _task: usize, a: Args) -> Result<i64, BoxError> {
+        let sql = self.workload.sql();
+        Ok(match self.workload {
+            Workload::Select1 => {
+                let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
+                match rows.first() {
+                    Some(r) => i64::from(r.try_get::<i32, _>(0)?),
+                    None => 0,
                 }
-                Workload::PointRead => {
-                    let rows = sqlx::query(sql).bind(a.key).fetch_all(&self.pool).await?;
-                    match rows.first() {
-                        Some(r) => i64::from(r.try_get::<i32, _>(0)?),
-                        None => 0,
-                    }
+            }
+            Workload::PointRead => {
+                let rows = sqlx::query(sql).bind(a.key).fetch_all(&self.pool).await?;
+                match rows.first() {
+                    Some(r) => i64::from(r.try_get::<i32, _>(0)?),
+                    None => 0,
                 }
-                Workload::Insert => sqlx::query(sql)
-                    .bind(a.id)
-                    .bind(a.v)
-                    .execute(&self.pool)
-                    .await?
-                    .rows_affected() as i64,
-            })
-        }
+            }
+            Workload::Insert => sqlx::query(sql)
+                .bind(a.id)
+                .bind(a.v)
+                .execute(&self.pool)
+                .await?
+                .rows_affected() as i64,
+        })
     }
 }
 
@@ -477,12 +456,10 @@ struct RawTarget {
 }
 
 impl Target for RawTarget {
-    fn query(&self, task: usize, a: Args) -> impl Future<Output = Result<i64, BoxError>> + Send {
-        async move {
-            let slot = &self.slots[task % self.slots.len()];
-            let _turn = slot.turn.lock().await;
-            run_statement(&slot.client, &slot.statement, self.workload, a).await
-        }
+    async fn query(&self, task: usize, a: Args) -> Result<i64, BoxError> {
+        let slot = &self.slots[task % self.slots.len()];
+        let _turn = slot.turn.lock().await;
+        run_statement(&slot.client, &slot.statement, self.workload, a).await
     }
 }
 

@@ -208,6 +208,50 @@ pub(crate) struct Machine {
     pub(crate) server: String,
     /// pgbench's `--version`.
     pub(crate) pgbench: String,
+    /// `/proc/loadavg` when the run started (other work on the machine skews the figures).
+    pub(crate) loadavg_start: String,
+    /// `/proc/loadavg` when the run ended.
+    pub(crate) loadavg_end: String,
+    /// The workspace's git commit, with `+dirty` when momoko-core has uncommitted changes.
+    pub(crate) git: String,
+}
+
+/// `/proc/loadavg`, trimmed.
+pub(crate) fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The commit the workspace is at, marked dirty when momoko-core differs from it.
+fn git_state() -> String {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = manifest
+        .canonicalize()
+        .unwrap_or_else(|_| manifest.to_path_buf())
+        .join("../..");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(&root)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    match git(&["rev-parse", "--short", "HEAD"]) {
+        Some(commit) => {
+            let dirty = git(&["status", "--porcelain", "--", "crates/momoko-core"])
+                .is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("{commit}+dirty")
+            } else {
+                commit
+            }
+        }
+        None => "unknown".into(),
+    }
 }
 
 impl Machine {
@@ -239,6 +283,9 @@ impl Machine {
             postgres,
             server,
             pgbench,
+            loadavg_start: loadavg(),
+            loadavg_end: String::new(),
+            git: git_state(),
         }
     }
 }

@@ -34,7 +34,10 @@ fn notes(opts: &Options) -> Vec<String> {
          `pool.execute(sql, params)` (statements prepared and cached per connection by momoko; \
          rows collected into a `Cursor`)."
             .to_owned(),
-        "momoko-tokio, deadpool-postgres, bb8-postgres, sqlx and tokio-postgres-raw share one \
+        "momoko-pipelined: momoko-tokio plus `.pipeline(32)` (up to 32 autocommit statements \
+         share one connection, sent back to back)."
+            .to_owned(),
+        "momoko-tokio, momoko-pipelined, deadpool-postgres, bb8-postgres, sqlx and tokio-postgres-raw share one \
          tokio multi-threaded runtime (worker threads = CPUs); momoko-async-std uses async-std's \
          global executor; momoko-smol uses smol's global executor with SMOL_THREADS="
             .to_owned()
@@ -90,7 +93,7 @@ fn run(opts: Options) -> Result<(), BoxError> {
     let server = Server::start()?;
     let version = tokio.block_on(server.prepare_schema())?;
     let pgbench = Pgbench::locate()?;
-    let machine = Machine::probe(version, server.origin.clone(), &pgbench.bin);
+    let mut machine = Machine::probe(version, server.origin.clone(), &pgbench.bin);
     progress(&format!(
         "momoko-bench: {} · {} CPUs · {}\nmatrix: {} · {} cells · contenders: {} · {:.1} s/cell \
          + {:.1} s warm-up · {} rep(s) · about {:.0} s",
@@ -175,6 +178,7 @@ fn run(opts: Options) -> Result<(), BoxError> {
         }
     }
 
+    machine.loadavg_end = db::loadavg();
     let order: Vec<&str> = opts.contenders.iter().map(|c| c.name()).collect();
     let summaries = report::summarise(&samples, &order);
     let settings = report::Settings {

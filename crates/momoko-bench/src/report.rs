@@ -409,16 +409,19 @@ pub(crate) fn write_all(
     let _ = writeln!(md, "# momoko-bench results\n");
     let _ = writeln!(
         md,
-        "{} · {} × {} (nproc {}) · kernel {} · {}\n\nServer: {} ({}). pgbench: {}.\n",
+        "{} · {} · nproc {} · kernel {} · momoko {} · `{}`\n\nServer: {} ({}). pgbench: {}. \
+         Load average at start / end: {} / {}.\n",
         machine.date,
         machine.cpu_model,
         machine.nproc,
-        machine.nproc,
         machine.kernel,
+        machine.git,
         settings.command,
         machine.postgres,
         machine.server,
-        machine.pgbench
+        machine.pgbench,
+        machine.loadavg_start,
+        machine.loadavg_end
     );
     let _ = writeln!(
         md,
@@ -499,10 +502,11 @@ fn chart(path: &Path, summaries: &[Summary]) -> Result<(), BoxError> {
         t.dedup();
         t
     };
+    // x is log2(tasks), labelled with the task counts that were run.
+    let log2 = |t: usize| (t.max(1) as f64).log2();
     let (xmin, xmax) = match (tasks.first(), tasks.last()) {
-        (Some(&a), Some(&b)) if b > a => (a as f64, b as f64),
-        (Some(&a), _) => (a as f64 / 2.0, a as f64 * 2.0),
-        _ => (1.0, 256.0),
+        (Some(&a), Some(&b)) => (log2(a) - 0.3, log2(b) + 0.3),
+        _ => (-0.3, 8.3),
     };
     let ymax = rows.iter().map(|s| s.qps).fold(1.0, f64::max) * 1.15;
 
@@ -513,21 +517,41 @@ fn chart(path: &Path, summaries: &[Summary]) -> Result<(), BoxError> {
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(80)
-        .build_cartesian_2d((xmin..xmax).log_scale(), 0.0..ymax)?;
+        .build_cartesian_2d(xmin..xmax, 0.0..ymax)?;
+    let labels = tasks.clone();
     chart
         .configure_mesh()
         .x_desc("concurrent tasks (log scale)")
         .y_desc("queries per second")
-        .x_label_formatter(&|x| format!("{x:.0}"))
+        .x_labels(((xmax - xmin).ceil() as usize + 1).max(2))
+        .x_label_formatter(&move |x| {
+            labels
+                .iter()
+                .find(|&&t| (log2(t) - x).abs() < 1e-6)
+                .map_or_else(String::new, ToString::to_string)
+        })
         .y_label_formatter(&|y| fmt_qps(*y))
+        .light_line_style(WHITE)
         .draw()?;
+    const COLORS: [RGBColor; 10] = [
+        RGBColor(220, 20, 60),
+        RGBColor(255, 140, 0),
+        RGBColor(46, 139, 87),
+        RGBColor(148, 0, 211),
+        RGBColor(30, 144, 255),
+        RGBColor(139, 69, 19),
+        RGBColor(112, 128, 144),
+        RGBColor(0, 139, 139),
+        RGBColor(199, 21, 133),
+        RGBColor(85, 107, 47),
+    ];
     for (i, name) in names.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+        let color = COLORS[i % COLORS.len()];
         if *name == PGBENCH {
             let Some(pg) = rows.iter().find(|s| s.contender == PGBENCH) else {
                 continue;
             };
-            let style = color.stroke_width(2);
+            let style = BLACK.stroke_width(2);
             chart
                 .draw_series(DashedLineSeries::new(
                     [(xmin, pg.qps), (xmax, pg.qps)],
@@ -544,7 +568,7 @@ fn chart(path: &Path, summaries: &[Summary]) -> Result<(), BoxError> {
             .filter_map(|&t| {
                 rows.iter()
                     .find(|s| s.contender == *name && s.concurrency == t)
-                    .map(|s| (t as f64, s.qps))
+                    .map(|s| (log2(t), s.qps))
             })
             .collect();
         let width = if *name == SUBJECT { 4 } else { 2 };
@@ -561,7 +585,7 @@ fn chart(path: &Path, summaries: &[Summary]) -> Result<(), BoxError> {
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()?;

@@ -169,6 +169,22 @@ macro_rules! __for_each_case {
             ],
             hostile: [
                 malformed_dsns_and_unknown_hosts,
+                wrong_parameters_everywhere,
+                sql_errors_in_every_method,
+                swallowed_error_is_not_a_commit,
+                nul_bytes_rejected,
+                ten_megabyte_query,
+                mogrify_property_round_trip,
+            ],
+            tls: [
+                tls_require_succeeds,
+                tls_verify_full_succeeds,
+                tls_wrong_ca_fails,
+                tls_wrong_host_fails,
+                tls_disable_against_hostssl_only_fails_clearly,
+                tls_allow_and_prefer_fall_back,
+                scram_and_md5_passwords,
+                password_never_printed,
             ],
         );
     };

@@ -751,6 +751,7 @@ pub(crate) mod tests {
     // -----------------------------------------------------------------------------------------
 
     /// A self-signed CA certificate (P-256, valid until 2126) and its key, for parsing only.
+    #[cfg(feature = "tls")]
     pub(crate) const TEST_CA_PEM: &str = "-----BEGIN CERTIFICATE-----
 MIIBiTCCAS+gAwIBAgIUA2awnUO3BXSMC844WEa07GMMU34wCgYIKoZIzj0EAwIw
 GTEXMBUGA1UEAwwObW9tb2tvIHRlc3QgQ0EwIBcNMjYxMTIzMjE1MjM5WhgPMjEy
@@ -763,6 +764,7 @@ BS+1O/De6l0Wy5T7kjyVLatl5uARHnmyFysCIQD4dsqbZrZbJIuvwIj7OfrVW5SK
 TEHXFpq4ydaK8YIQFw==
 -----END CERTIFICATE-----
 ";
+    #[cfg(feature = "tls")]
     pub(crate) const TEST_KEY_PEM: &str = "-----BEGIN PRIVATE KEY-----
 MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg2VOtT7A0iWe6e+tY
 kq4zW4W6UWLgE2ajrDmpbWxMrRqhRANCAATAcMQja52uMXQjqRWINHP1teL0/sfN
@@ -771,8 +773,10 @@ zuibxTCKu48aN8/Jg4DjDA5eeJ88M+OEbC4IU3x6mqynVe6tGAswvZeN
 ";
 
     /// A file in a fresh temporary directory, removed on drop.
+    #[cfg(feature = "tls")]
     struct TempFile(std::path::PathBuf);
 
+    #[cfg(feature = "tls")]
     impl TempFile {
         fn new(name: &str, contents: &str, mode: u32) -> TempFile {
             use std::sync::atomic::{AtomicUsize, Ordering};
@@ -800,6 +804,7 @@ zuibxTCKu48aN8/Jg4DjDA5eeJ88M+OEbC4IU3x6mqynVe6tGAswvZeN
         }
     }
 
+    #[cfg(feature = "tls")]
     impl Drop for TempFile {
         fn drop(&mut self) {
             if let Some(dir) = self.0.parent() {
@@ -982,7 +987,7 @@ zuibxTCKu48aN8/Jg4DjDA5eeJ88M+OEbC4IU3x6mqynVe6tGAswvZeN
         .unwrap();
         assert_eq!(o.tls.verify, crate::tls::Verify::Chain);
         let o = parse(
-            &format!("host=h user=u sslmode=verify-full"),
+            "host=h user=u sslmode=verify-full",
             &[("PGSSLROOTCERT", ca.path())],
         )
         .unwrap();

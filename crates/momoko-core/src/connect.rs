@@ -157,33 +157,54 @@ fn plan(tls: &TlsSettings, target: &Target) -> &'static [Step] {
 /// A failed attempt, and whether the next step of the plan may be tried.
 struct Failure {
     error: Error,
+    /// What went wrong, without the target and kind (for "before that" notes).
+    detail: String,
     retry: bool,
 }
 
 impl From<Error> for Failure {
     fn from(error: Error) -> Failure {
         Failure {
+            detail: error.to_string(),
             error,
             retry: false,
         }
     }
 }
 
-/// Opens a stream and starts a session on it, trying the steps of [`plan`].
+/// Opens a stream and starts a session on it, trying the steps of [`plan`]. When a retry fails
+/// too, its error says what the first attempt ran into (as libpq does).
 async fn start_session(
     options: &ConnectOptions,
     executor: &SharedExecutor,
     target: &Target,
 ) -> Result<tokio_postgres::Client> {
     let steps = plan(&options.tls, target);
-    let mut last: Option<Error> = None;
+    let mut earlier: Option<(Step, String)> = None;
     for (i, step) in steps.iter().enumerate() {
         match attempt(options, executor, target, *step).await {
             Ok(client) => return Ok(client),
             Err(failure) => {
                 let more = i + 1 < steps.len();
                 if !(more && failure.retry) {
-                    return Err(failure.error);
+                    return Err(match earlier {
+                        None => failure.error,
+                        Some((before, detail)) => {
+                            let how = if before == Step::Plain {
+                                "without TLS"
+                            } else {
+                                "with TLS"
+                            };
+                            Error::new(
+                                failure.error.kind(),
+                                format!(
+                                    "{target}: {}; before that, {how}: {detail}",
+                                    failure.detail
+                                ),
+                            )
+                            .with_source(failure.error)
+                        }
+                    });
                 }
                 debug!(
                     target: "momoko",
@@ -193,11 +214,11 @@ async fn start_session(
                     "connect attempt failed; retrying {}",
                     if *step == Step::Plain { "with TLS" } else { "without TLS" },
                 );
-                last = Some(failure.error);
+                earlier = Some((*step, failure.detail));
             }
         }
     }
-    Err(last.unwrap_or_else(|| Error::config("no connect attempt was made")))
+    Err(Error::config("no connect attempt was made"))
 }
 
 async fn attempt(
@@ -212,13 +233,11 @@ async fn attempt(
         pg.to_mut().ssl_mode(step.pg_mode());
     }
     if step == Step::Plain {
-        return start(&pg, socket, NoTls, executor)
-            .await
-            .map_err(|e| Failure {
-                // `allow`: the server refused the plain session; TLS may be accepted.
-                retry: e.as_db_error().is_some(),
-                error: connect_error(e, target, &options.tls),
-            });
+        return start(&pg, socket, NoTls, executor).await.map_err(|e| {
+            // `allow`: the server refused the plain session; TLS may be accepted.
+            let retry = e.as_db_error().is_some();
+            failure(e, target, &options.tls, retry)
+        });
     }
     #[cfg(feature = "tls")]
     {
@@ -228,15 +247,13 @@ async fn attempt(
         let (config, name) = tls_parts(options, target)?;
         let used = Arc::new(AtomicBool::new(false));
         let connector = crate::tls::Connector::new(config, name, Arc::clone(&used));
-        start(&pg, socket, connector, executor)
-            .await
-            .map_err(|e| Failure {
-                // `prefer`: TLS was in use and failed (handshake or server refusal): plain may
-                // work.
-                retry: used.load(Ordering::SeqCst)
-                    && (e.as_db_error().is_some() || is_handshake_error(&e)),
-                error: connect_error(e, target, &options.tls),
-            })
+        start(&pg, socket, connector, executor).await.map_err(|e| {
+            // `prefer`: TLS was in use and failed (handshake or server refusal): plain may
+            // work.
+            let retry = used.load(Ordering::SeqCst)
+                && (e.as_db_error().is_some() || is_handshake_error(&e));
+            failure(e, target, &options.tls, retry)
+        })
     }
     #[cfg(not(feature = "tls"))]
     {
@@ -348,15 +365,25 @@ where
 /// Wraps an error from starting a session. Server errors keep their SQLSTATE (auth errors are
 /// [`ErrorKind::Auth`]); for the others the causes are spelled out (tokio-postgres' own message
 /// is only "error performing TLS handshake"), with the TLS settings for TLS failures.
+#[cfg(feature = "tls")]
 fn connect_error(e: tokio_postgres::Error, target: &Target, tls: &TlsSettings) -> Error {
-    if e.as_db_error().is_some() {
-        return Error::from_pg_connect(e, &target.to_string());
+    failure(e, target, tls, false).error
+}
+
+fn failure(e: tokio_postgres::Error, target: &Target, tls: &TlsSettings, retry: bool) -> Failure {
+    if let Some(db) = e.as_db_error() {
+        let detail = format!("{}: {}", db.severity(), db.message());
+        return Failure {
+            detail,
+            error: Error::from_pg_connect(e, &target.to_string()),
+            retry,
+        };
     }
-    let mut message = format!("{target}: {e}");
+    let mut detail = e.to_string();
     let mut cur = e.source();
     while let Some(s) = cur {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
         #[cfg(feature = "tls")]
         if s.is::<crate::tls::HandshakeError>() {
             // It already says what its cause says, better.
@@ -365,9 +392,13 @@ fn connect_error(e: tokio_postgres::Error, target: &Target, tls: &TlsSettings) -
         cur = s.source();
     }
     if e.to_string().contains("TLS") {
-        message.push_str(&format!(" ({})", tls.describe()));
+        detail.push_str(&format!(" ({})", tls.describe()));
     }
-    Error::new(ErrorKind::Connect, message).with_source(e)
+    Failure {
+        error: Error::new(ErrorKind::Connect, format!("{target}: {detail}")).with_source(e),
+        detail,
+        retry,
+    }
 }
 
 /// Opens a raw stream to `target` and, for TCP, sets `TCP_NODELAY`, keepalives and

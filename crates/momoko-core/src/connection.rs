@@ -306,7 +306,10 @@ impl Connection {
     async fn in_transaction<T>(&self, body: impl Future<Output = Result<T>>) -> Result<T> {
         self.simple("BEGIN").await.map_err(Error::not_executed)?;
         match body.await {
-            Ok(value) => match self.simple("COMMIT").await {
+            // `SELECT 1` first: in a transaction aborted by an error the body swallowed, it fails
+            // with 25P02 and the COMMIT is skipped (the server would answer a bare COMMIT with a
+            // silent ROLLBACK, and the caller would believe the work was saved).
+            Ok(value) => match self.simple("SELECT 1; COMMIT").await {
                 Ok(()) => Ok(value),
                 Err(e) => {
                     self.rollback_quietly().await;

@@ -224,10 +224,21 @@ impl Error {
                 .unwrap_or_default();
             return Error::new(kind, message).with_source(e);
         }
+        let text = e.to_string();
+        // A message that could not be encoded (a NUL byte in SQL text, …) was never sent and
+        // leaves the connection intact.
+        if text.starts_with("error encoding message to server") {
+            let message = match e.source() {
+                Some(s) => format!("{text}: {s}"),
+                None => text,
+            };
+            return Error::new(ErrorKind::Parameter, message)
+                .with_source(e)
+                .not_executed();
+        }
         if e.is_closed() || source_is::<io::Error>(&e) {
             return Error::new(ErrorKind::Closed, format!("connection lost: {e}")).with_source(e);
         }
-        let text = e.to_string();
         if text.starts_with("error deserializing column")
             || text.starts_with("invalid column")
             || text.starts_with("query returned an unexpected number")

@@ -762,7 +762,7 @@ mod imp {
             Some(other) => other.to_string(),
             None => e.to_string(),
         };
-        format!("TLS handshake failed: {detail}")
+        detail
     }
 
     /// A tokio-postgres TLS connector over rustls for one connection attempt.

@@ -5,3 +5,4 @@ pub mod faults;
 pub mod hostile;
 pub mod pool;
 pub mod runtime;
+pub mod tls;

@@ -564,7 +564,8 @@ pub async fn dropped_query_future_is_safe(ctx: &Ctx) {
         futures::pin_mut!(running);
         match futures::future::select(slow, running).await {
             futures::future::Either::Left(_) => panic!("the slow statement should still run"),
-            futures::future::Either::Right(((), slow)) => drop(slow),
+            // The abandoned statement's future is dropped at the end of this block.
+            futures::future::Either::Right(((), _slow)) => {}
         }
     }
     let c = pool.execute("SELECT 'mine'", &[]).await.unwrap();
@@ -626,11 +627,11 @@ async fn mixed_run(ctx: &Ctx, depth: usize) {
     pool.execute("CREATE TABLE mix (id int primary key, task int)", &[])
         .await
         .unwrap();
-    let per_task = 10_000 / 32 + 1;
+    let per_task: i32 = 10_000 / 32 + 1;
     let tasks = (0..32i32).map(|t| {
         let pool = pool.clone();
         async move {
-            for i in 0..per_task as i32 {
+            for i in 0..per_task {
                 match i % 10 {
                     0 => {
                         let id = t * 100_000 + i;
@@ -663,7 +664,7 @@ async fn mixed_run(ctx: &Ctx, depth: usize) {
     let c = pool.execute("SELECT count(*) FROM mix", &[]).await.unwrap();
     assert_eq!(
         c.scalar::<i64>().unwrap(),
-        32 * ((per_task as i64 + 9) / 10)
+        32 * ((i64::from(per_task) + 9) / 10)
     );
     assert_settled(ctx, &pool).await;
     eprintln!(
