@@ -2,14 +2,14 @@
 //! `tutorial_smol.rs` on hyper), run as real processes against a throw-away database: every
 //! route over real HTTP, an error mapped to `500`, and a graceful exit on SIGTERM.
 //!
-//! The examples are built with `cargo build` from here (a no-op when they are up to date), with
-//! every runtime feature, so this test runs whatever features it was itself built with.
+//! `cargo test` builds the examples with the tests; with a `--test` filter it does not, and this
+//! test builds them itself with `cargo build` (every runtime feature, this test's profile).
 #![cfg(unix)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -318,10 +318,22 @@ fn request(stream: &mut TcpStream, path: &str, close: bool) -> (u16, String) {
     (code, String::from_utf8(body).unwrap())
 }
 
-/// The path of the built example `app`, building the three apps once per test process.
+/// The path of the built example `app`.
+///
+/// `cargo test` builds the examples along with the tests unless a `--test` filter is given: a
+/// binary newer than every source of the workspace is used as it is. Otherwise the three apps
+/// are built once per test process with `cargo build` (which also catches what the timestamps
+/// cannot tell, such as a binary built from older sources).
 fn example_binary(app: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<this test> → target/<profile>/examples/<app>
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    let candidate = profile_dir.join("examples").join(app);
+    if is_fresh(&candidate) {
+        return candidate;
+    }
     static BUILT: OnceLock<Vec<(String, PathBuf)>> = OnceLock::new();
-    let built = BUILT.get_or_init(build_examples);
+    let built = BUILT.get_or_init(|| build_examples(profile_dir));
     built
         .iter()
         .find(|(name, _)| name == app)
@@ -329,31 +341,65 @@ fn example_binary(app: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("cargo built no example {app}: {built:?}"))
 }
 
-/// `cargo build` of the apps with every runtime feature, in this test's profile; returns each
-/// example's executable as cargo reports it.
-fn build_examples() -> Vec<(String, PathBuf)> {
+/// Whether `binary` exists and is newer than every Rust source, manifest and lock file of the
+/// workspace.
+fn is_fresh(binary: &Path) -> bool {
+    let Ok(built) = std::fs::metadata(binary).and_then(|m| m.modified()) else {
+        return false;
+    };
+    let mut dirs = vec![PathBuf::from(env!("CARGO_MANIFEST_DIR"))];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return false;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let Ok(meta) = entry.metadata() else {
+                return false;
+            };
+            if meta.is_dir() {
+                if name != "target" && !name.starts_with('.') {
+                    dirs.push(path);
+                }
+            } else if (name.ends_with(".rs") || name.ends_with(".toml") || name == "Cargo.lock")
+                && meta.modified().map_or(true, |m| m > built)
+            {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// `cargo build` of the three apps with every runtime feature, in this test's profile; returns
+/// each example's executable as cargo reports it.
+fn build_examples(profile_dir: &Path) -> Vec<(String, PathBuf)> {
+    let started = Instant::now();
     let mut cmd = Command::new(env!("CARGO"));
     cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["build", "--quiet", "--message-format=json", "-p", "momoko"])
-        .args(["--features", "tokio,async-std,smol"]);
+        .args(["build", "--quiet", "--message-format=json"]);
+    // Build with the features this test was built with when they include every runtime (so
+    // `cargo test --all-features` shares its artifacts), else with those three.
+    if cfg!(all(
+        feature = "tokio",
+        feature = "async-std",
+        feature = "smol"
+    )) {
+        cmd.arg("--all-features");
+    } else {
+        cmd.args(["--features", "tokio,async-std,smol"]);
+    }
     for app in APPS {
         cmd.args(["--example", app]);
     }
-    // The profile this test binary was built with: target/<profile>/deps/<test>.
-    let exe = std::env::current_exe().unwrap();
-    let profile = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .and_then(|dir| dir.file_name())
-        .and_then(|name| name.to_str())
-        .unwrap_or("debug")
-        .to_owned();
-    match profile.as_str() {
-        "debug" => {}
-        "release" => {
+    match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => {}
+        Some("release") => {
             cmd.arg("--release");
         }
-        other => {
+        Some(other) => {
             cmd.args(["--profile", other]);
         }
     }
@@ -362,6 +408,7 @@ fn build_examples() -> Vec<(String, PathBuf)> {
         .output()
         .expect("run cargo build");
     assert!(out.status.success(), "cargo build of the examples failed");
+    eprintln!("built the tutorial apps in {:?}", started.elapsed());
     let stdout = String::from_utf8(out.stdout).unwrap();
     stdout
         .lines()

@@ -24,6 +24,8 @@ USAGE: momoko-bench [OPTIONS]
   --transports <list>   comma-separated, from: tcp, unix
   --concurrency <list>  tasks, e.g. 1,16,64,256
   --conns <list>        connections per contender, e.g. 8,16
+  --render <json>       only re-render results.md and chart.svg from a saved results.json
+                        (into --out, or the file's folder)
   --full                the full cartesian matrix (every workload × transport × 1,16,64,256 tasks
                         × 8,16 connections)
   -h, --help            this text
@@ -146,6 +148,8 @@ pub(crate) enum Parsed {
     Run(Box<Options>),
     /// Print [`USAGE`] and exit.
     Help,
+    /// Re-render the report from a saved `results.json` into the given folder (or its own).
+    Render(PathBuf, Option<PathBuf>),
 }
 
 /// Parses `args` (without the program name).
@@ -161,6 +165,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Bo
     let mut transports = None;
     let mut concurrency = None;
     let mut conns = None;
+    let mut render = None;
 
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -178,6 +183,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Bo
             "-h" | "--help" => return Ok(Parsed::Help),
             "--smoke" => smoke = true,
             "--full" => full = true,
+            "--render" => render = Some(PathBuf::from(value()?)),
             "--secs" => secs = Some(seconds("--secs", &value()?)?),
             "--warmup" => warmup = Some(seconds("--warmup", &value()?)?),
             "--reps" => reps = Some(positive("--reps", &value()?)?),

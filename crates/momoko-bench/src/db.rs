@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_postgres::config::Host;
 use tokio_postgres::NoTls;
 
@@ -192,7 +192,8 @@ impl Server {
 }
 
 /// Facts about the machine, for `results.json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub(crate) struct Machine {
     /// Logical CPUs available to this process.
     pub(crate) nproc: usize,
@@ -214,6 +215,23 @@ pub(crate) struct Machine {
     pub(crate) loadavg_end: String,
     /// The workspace's git commit, with `+dirty` when momoko-core has uncommitted changes.
     pub(crate) git: String,
+}
+
+impl Default for Machine {
+    fn default() -> Machine {
+        Machine {
+            nproc: 0,
+            cpu_model: String::new(),
+            kernel: String::new(),
+            date: String::new(),
+            postgres: String::new(),
+            server: String::new(),
+            pgbench: String::new(),
+            loadavg_start: String::new(),
+            loadavg_end: String::new(),
+            git: String::new(),
+        }
+    }
 }
 
 /// `/proc/loadavg`, trimmed.

@@ -230,6 +230,11 @@ fn main() -> Result<(), BoxError> {
             print!("{}", cli::USAGE.replace("{contenders}", &names.join(", ")));
             return Ok(());
         }
+        Parsed::Render(json, out) => {
+            let text = report::render(&json, out.as_deref())?;
+            println!("{text}");
+            return Ok(());
+        }
         Parsed::Run(opts) => *opts,
     };
     // smol's global executor runs on SMOL_THREADS threads (1 by default); give it as many as

@@ -2,13 +2,13 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// An error from any contender or from the set-up, with a readable message.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// One kind of query the benchmark repeats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum Workload {
     /// `SELECT 1`: the pool and protocol overhead alone.
@@ -73,7 +73,7 @@ impl fmt::Display for Workload {
 pub(crate) const ACCOUNTS: i32 = 100_000;
 
 /// How the client reaches the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum Transport {
     /// TCP over loopback.
@@ -178,7 +178,7 @@ impl Rng {
 }
 
 /// CPU time used, in seconds.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub(crate) struct Cpu {
     /// User-mode seconds.
     pub(crate) user: f64,
@@ -220,7 +220,7 @@ pub(crate) struct RawRun {
 }
 
 /// The figures of one run: one contender, one cell, one repetition.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Sample {
     /// Contender name.
     pub(crate) contender: String,

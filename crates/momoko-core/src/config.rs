@@ -19,10 +19,14 @@ pub(crate) enum Target {
     /// A TCP host name or address and port. `tls_name` is the `host` the server's certificate
     /// must name (`verify-full`) and the SNI name; it differs from `host` when `hostaddr` gave
     /// the address, and is `None` when only `hostaddr` was given.
+    ///
+    /// `session_tls` is set on the copy a connection keeps: whether its session runs over TLS
+    /// (its cancel requests then use TLS too, and only then).
     Tcp {
         host: String,
         port: u16,
         tls_name: Option<String>,
+        session_tls: bool,
     },
     /// A Unix socket file (`{dir}/.s.PGSQL.{port}`).
     Unix { path: PathBuf },
@@ -452,6 +456,7 @@ fn targets(pg: &tokio_postgres::Config) -> Result<Vec<Target>> {
                     host: h,
                     port,
                     tls_name,
+                    session_tls: false,
                 });
             }
             #[cfg(unix)]
@@ -1059,7 +1064,8 @@ zuibxTCKu48aN8/Jg4DjDA5eeJ88M+OEbC4IU3x6mqynVe6tGAswvZeN
             [Target::Tcp {
                 host: "127.0.0.1".into(),
                 port: 5432,
-                tls_name: Some("db.example".into())
+                tls_name: Some("db.example".into()),
+                session_tls: false,
             }]
         );
         let e = parse(

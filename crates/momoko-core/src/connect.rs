@@ -1,6 +1,9 @@
 //! Opening a connection like libpq does: host list, per-host timeout, socket options, TLS as
 //! `sslmode` asks (with libpq's retries for `allow` and `prefer`).
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use std::borrow::Cow;
 use std::error::Error as StdError;
 use std::io;
@@ -18,10 +21,28 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::executor::{maybe_timeout, Executor, SharedExecutor, Socket};
 use crate::tls::{SslMode, TlsSettings};
 
-/// A freshly started session: the client half and where it went.
+/// A freshly started session: the client half, the guard of its I/O task, and where it went.
 pub(crate) struct Opened {
     pub(crate) client: tokio_postgres::Client,
+    pub(crate) driver: DriverGuard,
     pub(crate) target: Target,
+}
+
+/// A started session before its checks: the client and the guard of its I/O task.
+pub(crate) struct Session {
+    client: tokio_postgres::Client,
+    driver: DriverGuard,
+}
+
+/// How long a session's I/O task may go on after its client is gone, to say goodbye to the
+/// server (`Terminate`) and finish answers still under way. After that the task and its socket
+/// are dropped, even when the server never answers (a black-holed network); otherwise such a
+/// socket would stay open until TCP keepalive gives up, hours later.
+const DRIVER_GRACE: Duration = Duration::from_secs(1);
+
+/// Held by the connection; dropping it starts the I/O task's grace period.
+pub(crate) struct DriverGuard {
+    _stop: futures_channel::oneshot::Sender<()>,
 }
 
 /// Tries every target in order; returns the first session that starts (and satisfies
@@ -84,7 +105,7 @@ async fn open_one(
     executor: &SharedExecutor,
     target: &Target,
 ) -> Result<Opened> {
-    let client = start_session(options, executor, target).await?;
+    let (Session { client, driver }, tls_in_use) = start_session(options, executor, target).await?;
     match options.pg.get_target_session_attrs() {
         TargetSessionAttrs::Any => {}
         wanted => {
@@ -109,9 +130,14 @@ async fn open_one(
             }
         }
     }
+    let mut target = target.clone();
+    if let Target::Tcp { session_tls, .. } = &mut target {
+        *session_tls = tls_in_use;
+    }
     Ok(Opened {
         client,
-        target: target.clone(),
+        driver,
+        target,
     })
 }
 
@@ -172,18 +198,19 @@ impl From<Error> for Failure {
     }
 }
 
-/// Opens a stream and starts a session on it, trying the steps of [`plan`]. When a retry fails
-/// too, its error says what the first attempt ran into (as libpq does).
+/// Opens a stream and starts a session on it, trying the steps of [`plan`]; also says whether the
+/// session runs over TLS. When a retry fails too, its error says what the first attempt ran into
+/// (as libpq does).
 async fn start_session(
     options: &ConnectOptions,
     executor: &SharedExecutor,
     target: &Target,
-) -> Result<tokio_postgres::Client> {
+) -> Result<(Session, bool)> {
     let steps = plan(&options.tls, target);
     let mut earlier: Option<(Step, String)> = None;
     for (i, step) in steps.iter().enumerate() {
         match attempt(options, executor, target, *step).await {
-            Ok(client) => return Ok(client),
+            Ok(started) => return Ok(started),
             Err(failure) => {
                 let more = i + 1 < steps.len();
                 if !(more && failure.retry) {
@@ -226,18 +253,21 @@ async fn attempt(
     executor: &SharedExecutor,
     target: &Target,
     step: Step,
-) -> std::result::Result<tokio_postgres::Client, Failure> {
+) -> std::result::Result<(Session, bool), Failure> {
     let socket = open_socket(&**executor, target, options).await?;
     let mut pg = Cow::Borrowed(&options.pg);
     if pg.get_ssl_mode() != step.pg_mode() {
         pg.to_mut().ssl_mode(step.pg_mode());
     }
     if step == Step::Plain {
-        return start(&pg, socket, NoTls, executor).await.map_err(|e| {
-            // `allow`: the server refused the plain session; TLS may be accepted.
-            let retry = e.as_db_error().is_some();
-            failure(e, target, &options.tls, retry)
-        });
+        return match start(&pg, socket, NoTls, executor).await {
+            Ok(client) => Ok((client, false)),
+            Err(e) => {
+                // `allow`: the server refused the plain session; TLS may be accepted.
+                let retry = e.as_db_error().is_some();
+                Err(failure(e, target, &options.tls, retry))
+            }
+        };
     }
     #[cfg(feature = "tls")]
     {
@@ -247,13 +277,17 @@ async fn attempt(
         let (config, name) = tls_parts(options, target)?;
         let used = Arc::new(AtomicBool::new(false));
         let connector = crate::tls::Connector::new(config, name, Arc::clone(&used));
-        start(&pg, socket, connector, executor).await.map_err(|e| {
-            // `prefer`: TLS was in use and failed (handshake or server refusal): plain may
-            // work.
-            let retry = used.load(Ordering::SeqCst)
-                && (e.as_db_error().is_some() || is_handshake_error(&e));
-            failure(e, target, &options.tls, retry)
-        })
+        match start(&pg, socket, connector, executor).await {
+            // Under `prefer` the server may have declined TLS: then no handshake happened.
+            Ok(client) => Ok((client, used.load(Ordering::SeqCst))),
+            Err(e) => {
+                // `prefer`: TLS was in use and failed (handshake or server refusal): plain may
+                // work.
+                let retry = used.load(Ordering::SeqCst)
+                    && (e.as_db_error().is_some() || is_handshake_error(&e));
+                Err(failure(e, target, &options.tls, retry))
+            }
+        }
     }
     #[cfg(not(feature = "tls"))]
     {
@@ -348,18 +382,34 @@ async fn start<T>(
     socket: Box<dyn Socket>,
     tls: T,
     executor: &SharedExecutor,
-) -> std::result::Result<tokio_postgres::Client, tokio_postgres::Error>
+) -> std::result::Result<Session, tokio_postgres::Error>
 where
     T: TlsConnect<RawStream>,
     T::Stream: Send + 'static,
 {
     let (client, connection) = pg.connect_raw(RawStream(socket), tls).await?;
+    let (stop, stopped) = futures_channel::oneshot::channel::<()>();
+    let timer = Arc::clone(executor);
     executor.spawn(Box::pin(async move {
-        if let Err(e) = connection.await {
-            debug!(target: "momoko", error = %e, "connection ended with an error");
+        // The guard is dropped with the client: allow a grace period, then drop the task.
+        let retired = async move {
+            let _ = stopped.await;
+            timer.sleep(DRIVER_GRACE).await;
+        };
+        match futures_util::future::select(connection, Box::pin(retired)).await {
+            futures_util::future::Either::Left((Err(e), _)) => {
+                debug!(target: "momoko", error = %e, "connection ended with an error");
+            }
+            futures_util::future::Either::Left((Ok(()), _)) => {}
+            futures_util::future::Either::Right(((), _)) => {
+                debug!(target: "momoko", "connection task stopped after its client was dropped");
+            }
         }
     }));
-    Ok(client)
+    Ok(Session {
+        client,
+        driver: DriverGuard { _stop: stop },
+    })
 }
 
 /// Wraps an error from starting a session. Server errors keep their SQLSTATE (auth errors are
@@ -460,7 +510,8 @@ fn configure_tcp(_socket: &dyn Socket, _options: &ConnectOptions) -> std::io::Re
 }
 
 /// Sends a cancel request for whatever `client` is running, over a new stream to the same target,
-/// with the TLS mode the session was started with (the token remembers it).
+/// over TLS exactly when the session runs over TLS (so a server that declined TLS under `prefer`
+/// is not asked again, and a silent one cannot hold the request on an SSLRequest).
 pub(crate) async fn cancel(
     executor: &SharedExecutor,
     options: &ConnectOptions,
@@ -469,7 +520,10 @@ pub(crate) async fn cancel(
 ) -> Result<()> {
     let socket = open_socket(&**executor, target, options).await?;
     #[cfg(feature = "tls")]
-    if matches!(target, Target::Tcp { .. }) && options.tls.available() {
+    if let Target::Tcp {
+        session_tls: true, ..
+    } = target
+    {
         let (config, name) = tls_parts(options, target)?;
         let used = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let connector = crate::tls::Connector::new(config, name, used);

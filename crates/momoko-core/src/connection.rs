@@ -110,6 +110,8 @@ pub struct Connection {
     server_version: AtomicI32,
     /// Counts statements sent, so a pool can tell whether a held connection was used.
     activity: AtomicU64,
+    /// Stops the I/O task (after a grace period) when the connection is dropped.
+    _driver: connect::DriverGuard,
 }
 
 /// What a connection shares with helpers that outlive a borrow (cancel requests).
@@ -146,6 +148,7 @@ impl Connection {
         let opened = connect::open(options, &executor).await?;
         Ok(Connection {
             client: opened.client,
+            _driver: opened.driver,
             cache: Mutex::new(StatementCache::new(options.statement_cache_capacity)),
             shared: Arc::new(Shared {
                 executor,

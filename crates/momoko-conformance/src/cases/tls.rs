@@ -339,6 +339,23 @@ pub async fn tls_require_succeeds(ctx: &Ctx) {
         .await
         .expect("the default sslmode=prefer connects");
     assert!(session_uses_tls(&conn).await, "prefer used TLS");
+
+    // The kit's shared cluster has no TLS: require fails clearly, prefer connects in plain.
+    if ctx.db.cluster().is_owned() {
+        let err = connect(ctx, &format!("{} sslmode=require", ctx.dsn()))
+            .await
+            .expect_err("require against a server without TLS");
+        assert!(err.is_connect(), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains("does not support TLS") && text.contains("sslmode=require"),
+            "{text}"
+        );
+        let conn = connect(ctx, &format!("{} sslmode=prefer", ctx.dsn()))
+            .await
+            .expect("prefer connects in plain");
+        assert!(!session_uses_tls(&conn).await);
+    }
 }
 
 /// `verify-full` against the right CA, by name (`localhost`) and by IP address (the certificate
