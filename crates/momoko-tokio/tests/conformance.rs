@@ -1,5 +1,7 @@
 //! The whole conformance suite on tokio (multi-threaded runtime, two workers).
 
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 fn block_on<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -468,17 +468,26 @@ pub async fn terminate_every_backend_under_load(ctx: &Ctx) {
             &format!("progress before termination {round}"),
         )
         .await;
-        let n: i64 = killer
-            .execute(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-                 WHERE datname = current_database() AND pid <> pg_backend_pid() \
-                 AND backend_type = 'client backend'",
-                &[],
-            )
-            .await
-            .expect("terminate the pool's backends")
-            .scalar()
-            .expect("a count");
+        // The pool may be between connections right after the previous round: kill again
+        // until some backend existed to be killed (bounded).
+        let mut n: i64 = 0;
+        for _ in 0..500 {
+            n = killer
+                .execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                     AND backend_type = 'client backend'",
+                    &[],
+                )
+                .await
+                .expect("terminate the pool's backends")
+                .scalar()
+                .expect("a count");
+            if n >= 1 {
+                break;
+            }
+            ctx.sleep(Duration::from_millis(10)).await;
+        }
         assert!(n >= 1, "round {round}: some pool backend was terminated");
         killed.push(n);
     }

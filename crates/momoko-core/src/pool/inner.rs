@@ -35,6 +35,8 @@ pub(crate) struct PoolInner {
     pub(crate) config: PoolConfig,
     state: Mutex<State>,
     pub(crate) counters: Counters,
+    /// Numbers connect attempts in the order they start.
+    connect_seq: AtomicU64,
 }
 
 /// An idle connection. Pipelined statements share it through clones of the `Arc` while it stays
@@ -66,6 +68,8 @@ pub(crate) struct State {
     last_shrink: Option<Instant>,
     /// Woken when `busy` or `pending` drops, for `close()` and `connect()`.
     watchers: Vec<Waker>,
+    /// Start number of the most recent connect attempt that succeeded.
+    last_success_seq: u64,
     /// Outcome of the initial round of connects: (done, failed).
     initial: (usize, usize),
     /// Pipelined statements in flight on idle connections.
@@ -124,6 +128,7 @@ impl PoolInner {
             config,
             state: Mutex::new(State::default()),
             counters: Counters::default(),
+            connect_seq: AtomicU64::new(0),
         });
         {
             let mut st = inner.lock();
@@ -148,16 +153,18 @@ impl PoolInner {
         let executor = self.executor.clone();
         let options = self.options.clone();
         let setsession = self.config.setsession.clone();
+        let seq = self.connect_seq.fetch_add(1, Ordering::Relaxed) + 1;
         self.executor.spawn(Box::pin(async move {
             let result = open_session(&options, &executor, &setsession).await;
             match weak.upgrade() {
-                Some(inner) => inner.connect_finished(result, reason),
+                Some(inner) => inner.connect_finished(result, reason, seq),
                 None => drop(result),
             }
         }));
     }
 
-    fn connect_finished(self: &Arc<Self>, result: Result<Connection>, reason: Reason) {
+    /// Books the outcome of connect attempt number `seq`.
+    fn connect_finished(self: &Arc<Self>, result: Result<Connection>, reason: Reason, seq: u64) {
         let mut to_fail: Vec<Waker> = Vec::new();
         let mut st = self.lock();
         st.pending -= 1;
@@ -169,6 +176,7 @@ impl PoolInner {
         }
         match result {
             Ok(conn) => {
+                st.last_success_seq = st.last_success_seq.max(seq);
                 bump(&self.counters.opened);
                 if reason == Reason::Reconnect {
                     bump(&self.counters.reconnects);
@@ -219,7 +227,14 @@ impl PoolInner {
                 if st.busy == 0 && st.pending == 0 && st.idle.is_empty() {
                     to_fail = self.fail_waiters(&mut st, || Error::not_available(Some(&e)));
                 }
-                st.down = Some(e);
+                // A failure says the database is down only if the attempt started after the
+                // latest success (a late-finishing older attempt must not undo newer news) and
+                // the pool holds no live connection (one that works proves the database is up;
+                // if it is in fact dead, its return leads to another attempt).
+                let live_connection = st.busy > 0 || st.idle.iter().any(|i| !i.conn.is_closed());
+                if seq > st.last_success_seq && !live_connection {
+                    st.down = Some(e);
+                }
             }
         }
         to_fail.append(&mut st.watchers);
