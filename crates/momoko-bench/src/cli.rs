@@ -209,6 +209,9 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Bo
         }
     }
 
+    if let Some(json) = render {
+        return Ok(Parsed::Render(json, out));
+    }
     let custom =
         workloads.is_some() || transports.is_some() || concurrency.is_some() || conns.is_some();
     let (cells, matrix) = if smoke && !custom && !full {

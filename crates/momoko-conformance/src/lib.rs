@@ -22,6 +22,7 @@ pub use momoko_core::Executor;
 use momoko_testkit::TestDb;
 
 pub mod cases;
+mod support;
 
 /// What a case gets: the executor under test and its own database.
 #[derive(Debug)]

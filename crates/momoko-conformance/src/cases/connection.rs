@@ -3,7 +3,7 @@
 //! `mogrify`, transactions, server-side cursors, errors, the statement cache, cancel and close.
 
 use std::fmt::Debug;
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -15,6 +15,7 @@ use momoko_core::{
 use momoko_testkit::{Cluster, ClusterOptions, FaultProxy};
 use serde_json::json;
 
+use crate::support::{dead_port, off_thread, scalar};
 use crate::Ctx;
 
 // ---------------------------------------------------------------------------------------------
@@ -86,38 +87,6 @@ impl TcpParts {
             .next()
             .expect("the test host has an address")
     }
-}
-
-/// A port on 127.0.0.1 on which nothing listens (bound, then released).
-fn dead_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a TCP port");
-    let port = listener.local_addr().expect("local address").port();
-    drop(listener);
-    port
-}
-
-/// Runs blocking `work` on a new OS thread and awaits its result without blocking the executor.
-async fn off_thread<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = oneshot::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(work());
-    });
-    rx.await
-        .expect("the helper thread finished without panicking")
-}
-
-/// Runs `sql` and returns the first column of its first row.
-async fn scalar<T>(conn: &Connection, sql: &str, params: &[Param<'_>]) -> T
-where
-    T: for<'a> FromSql<'a>,
-{
-    let cursor = conn
-        .execute(sql, params)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    cursor
-        .scalar::<T>()
-        .unwrap_or_else(|e| panic!("reading the result of {sql}: {e}"))
 }
 
 async fn count(conn: &Connection, sql: &str) -> i64 {

@@ -18,47 +18,14 @@ use std::time::{Duration, Instant};
 use futures::channel::oneshot;
 use futures::future::{self, BoxFuture, Either};
 use momoko_core::{Error, Executor, Param, Pool, PoolBuilder, Query, RetryPolicy};
-use momoko_testkit::{Cluster, ClusterOptions, FaultProxy, StopMode};
+use momoko_testkit::{ClusterOptions, FaultProxy, StopMode};
 
-use crate::cases::pool::{assert_settled, eventually};
+use crate::support::{assert_settled, drop_off_thread, eventually, private_cluster, within};
 use crate::Ctx;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-/// Runs blocking `work` on a new OS thread and awaits its result without blocking the executor.
-pub(crate) async fn off_thread<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = oneshot::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(work());
-    });
-    rx.await
-        .expect("the helper thread finished without panicking")
-}
-
-/// Starts a private cluster (initdb + server start, blocking) on a std thread.
-pub(crate) async fn private_cluster(options: ClusterOptions) -> Cluster {
-    off_thread(move || Cluster::start_new(options))
-        .await
-        .expect("start a private cluster")
-}
-
-/// Drops `value` on a std thread: a private [`Cluster`] stops its server and a [`FaultProxy`]
-/// joins its accept thread when dropped, both blocking.
-pub(crate) async fn drop_off_thread<T: Send + 'static>(value: T) {
-    off_thread(move || drop(value)).await;
-}
-
-/// Runs `fut` under a liveness bound: if it has not finished after `limit` the case fails
-/// (instead of hanging). Never used as a performance assertion: limits are generous.
-pub(crate) async fn within<F: Future>(ctx: &Ctx, limit: Duration, what: &str, fut: F) -> F::Output {
-    let fut = pin!(fut);
-    match future::select(fut, ctx.executor.sleep(limit)).await {
-        Either::Left((out, _)) => out,
-        Either::Right(_) => panic!("{what} did not finish within {limit:?} (liveness bound)"),
-    }
-}
 
 /// Time since `t0` on the executor's clock.
 fn since(executor: &Arc<dyn Executor>, t0: Instant) -> Duration {

@@ -14,8 +14,7 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 
-use crate::cases::faults::within;
-use crate::cases::pool::assert_settled;
+use crate::support::{assert_settled, within};
 use crate::Ctx;
 
 // ---------------------------------------------------------------------------------------------

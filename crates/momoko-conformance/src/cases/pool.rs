@@ -5,41 +5,13 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, SystemTime};
 
 use futures::future::join_all;
-use momoko_core::{Pool, PoolBuilder, PoolStatus, RetryPolicy};
+use momoko_core::{Pool, PoolBuilder, RetryPolicy};
 
+use crate::support::{assert_settled, eventually};
 use crate::Ctx;
 
 fn builder(ctx: &Ctx) -> PoolBuilder {
     Pool::builder(&ctx.dsn(), ctx.executor.clone())
-}
-
-/// Waits (bounded, 15 s) until `cond` holds, re-checking every 10 ms on the executor's timer.
-pub(crate) async fn eventually(ctx: &Ctx, what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..1500 {
-        if cond() {
-            return;
-        }
-        ctx.sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting until {what}");
-}
-
-/// The status fields add up, nothing is checked out or waiting, and the counters agree with the
-/// connections that exist.
-pub(crate) async fn assert_settled(ctx: &Ctx, pool: &Pool) {
-    eventually(ctx, "the pool is idle", || {
-        let s = pool.status();
-        s.busy == 0 && s.waiting == 0 && s.pending == 0
-    })
-    .await;
-    let s: PoolStatus = pool.status();
-    assert_eq!(s.total, s.free + s.busy + s.pending + s.dead, "{s:?}");
-    let c = pool.counters();
-    assert_eq!(
-        c.connections_opened - c.connections_closed,
-        s.free as u64,
-        "open connections match the counters: {s:?} {c:?}"
-    );
 }
 
 /// Runs `sql` returning (backend pid, start, end) of a statement that sleeps `secs`.

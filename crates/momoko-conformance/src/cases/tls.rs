@@ -15,9 +15,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures::channel::oneshot;
-use momoko_core::{ConnectOptions, Connection, Error, FromSql, Param, Pool, SqlState, SslMode};
+use momoko_core::{ConnectOptions, Connection, Error, Pool, SqlState, SslMode};
 use momoko_testkit::{Cluster, ClusterOptions};
 
+use crate::support::{off_thread, scalar};
 use crate::Ctx;
 
 // ---------------------------------------------------------------------------------------------
@@ -49,30 +50,6 @@ fn url_encode(value: &str) -> String {
         }
     }
     out
-}
-
-/// Runs blocking `work` on a new OS thread and awaits its result without blocking the executor.
-async fn off_thread<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = oneshot::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(work());
-    });
-    rx.await
-        .expect("the helper thread finished without panicking")
-}
-
-/// Runs `sql` and returns the first column of its first row.
-async fn scalar<T>(conn: &Connection, sql: &str, params: &[Param<'_>]) -> T
-where
-    T: for<'a> FromSql<'a>,
-{
-    let cursor = conn
-        .execute(sql, params)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    cursor
-        .scalar::<T>()
-        .unwrap_or_else(|e| panic!("reading the result of {sql}: {e}"))
 }
 
 /// Whether the session of `conn` runs over TLS, per the server.
