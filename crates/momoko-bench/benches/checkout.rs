@@ -172,17 +172,8 @@ fn summary(criterion_dir: &Path) -> String {
     for shape in ["get+drop", "get+yield+drop"] {
         for tasks in TASKS {
             let read = |pool: &str| -> Option<f64> {
-                // criterion turns the group name into a directory name ('+' and ' ' become '_').
-                let group: String = format!("checkout {shape}")
-                    .chars()
-                    .map(|ch| {
-                        if ch.is_ascii_alphanumeric() || ch == '-' {
-                            ch
-                        } else {
-                            '_'
-                        }
-                    })
-                    .collect();
+                // criterion keeps spaces and '+' in directory names.
+                let group = format!("checkout {shape}");
                 let path = criterion_dir
                     .join(group)
                     .join(pool)

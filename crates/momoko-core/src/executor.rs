@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_core::future::BoxFuture;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// What momoko needs from an async runtime: spawn a detached task, sleep, read the clock, and open
 /// TCP and Unix-socket streams.
@@ -167,44 +167,49 @@ impl<F: Future> Future for Timeout<F> {
     }
 }
 
+/// Implements tokio's `AsyncRead`/`AsyncWrite` for a newtype by forwarding to its field `.0`:
+/// `forward_io!([S: Bounds] Type<S>)`.
 macro_rules! forward_io {
-    ($name:ident) => {
-        impl<S: AsyncRead + Unpin> AsyncRead for $name<S> {
+    ([$($gen:tt)*] $ty:ty) => {
+        impl<$($gen)*> ::tokio::io::AsyncRead for $ty {
             fn poll_read(
-                mut self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-                buf: &mut ReadBuf<'_>,
-            ) -> Poll<io::Result<()>> {
-                Pin::new(&mut self.0).poll_read(cx, buf)
+                mut self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+                buf: &mut ::tokio::io::ReadBuf<'_>,
+            ) -> ::std::task::Poll<::std::io::Result<()>> {
+                ::std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
             }
         }
 
-        impl<S: AsyncWrite + Unpin> AsyncWrite for $name<S> {
+        impl<$($gen)*> ::tokio::io::AsyncWrite for $ty {
             fn poll_write(
-                mut self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
+                mut self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
                 buf: &[u8],
-            ) -> Poll<io::Result<usize>> {
-                Pin::new(&mut self.0).poll_write(cx, buf)
+            ) -> ::std::task::Poll<::std::io::Result<usize>> {
+                ::std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
             }
 
-            fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-                Pin::new(&mut self.0).poll_flush(cx)
+            fn poll_flush(
+                mut self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+            ) -> ::std::task::Poll<::std::io::Result<()>> {
+                ::std::pin::Pin::new(&mut self.0).poll_flush(cx)
             }
 
             fn poll_shutdown(
-                mut self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-            ) -> Poll<io::Result<()>> {
-                Pin::new(&mut self.0).poll_shutdown(cx)
+                mut self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+            ) -> ::std::task::Poll<::std::io::Result<()>> {
+                ::std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
             }
 
             fn poll_write_vectored(
-                mut self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-                bufs: &[io::IoSlice<'_>],
-            ) -> Poll<io::Result<usize>> {
-                Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+                mut self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+                bufs: &[::std::io::IoSlice<'_>],
+            ) -> ::std::task::Poll<::std::io::Result<usize>> {
+                ::std::pin::Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
             }
 
             fn is_write_vectored(&self) -> bool {
@@ -213,6 +218,8 @@ macro_rules! forward_io {
         }
     };
 }
+
+pub(crate) use forward_io;
 
 /// Adapts a runtime's TCP stream into a [`Socket`] whose OS socket momoko can tune
 /// (`TCP_NODELAY`, keepalives, `TCP_USER_TIMEOUT`).
@@ -224,7 +231,7 @@ macro_rules! forward_io {
 #[derive(Debug)]
 pub struct TcpSocket<S>(pub S);
 
-forward_io!(TcpSocket);
+forward_io!([S: AsyncRead + AsyncWrite + Unpin] TcpSocket<S>);
 
 #[cfg(unix)]
 impl<S> Socket for TcpSocket<S>
@@ -247,6 +254,6 @@ impl<S> Socket for TcpSocket<S> where S: AsyncRead + AsyncWrite + Send + Unpin +
 #[derive(Debug)]
 pub struct PlainSocket<S>(pub S);
 
-forward_io!(PlainSocket);
+forward_io!([S: AsyncRead + AsyncWrite + Unpin] PlainSocket<S>);
 
 impl<S> Socket for PlainSocket<S> where S: AsyncRead + AsyncWrite + Send + Unpin + 'static {}

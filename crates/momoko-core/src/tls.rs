@@ -426,7 +426,6 @@ mod imp {
     use std::pin::Pin;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
-    use std::task::{Context, Poll};
 
     use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
     use rustls::client::{Resumption, WebPkiServerVerifier};
@@ -435,7 +434,7 @@ mod imp {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
     use rustls::server::ParsedCertificate;
     use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+    use tokio::io::{AsyncRead, AsyncWrite};
     use tokio_postgres::tls::{ChannelBinding, TlsConnect, TlsStream};
 
     use super::{RootCert, TlsSettings, TlsVersion, Verify};
@@ -811,45 +810,7 @@ mod imp {
     /// A TLS session to the server.
     pub(crate) struct RustlsStream<S>(tokio_rustls::client::TlsStream<S>);
 
-    impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for RustlsStream<S> {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.0).poll_read(cx, buf)
-        }
-    }
-
-    impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for RustlsStream<S> {
-        fn poll_write(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            Pin::new(&mut self.0).poll_write(cx, buf)
-        }
-
-        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.0).poll_flush(cx)
-        }
-
-        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.0).poll_shutdown(cx)
-        }
-
-        fn poll_write_vectored(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            bufs: &[io::IoSlice<'_>],
-        ) -> Poll<io::Result<usize>> {
-            Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
-        }
-
-        fn is_write_vectored(&self) -> bool {
-            self.0.is_write_vectored()
-        }
-    }
+    crate::executor::forward_io!([S: AsyncRead + AsyncWrite + Unpin] RustlsStream<S>);
 
     impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream for RustlsStream<S> {
         /// `tls-server-end-point` (RFC 5929) for SCRAM-SHA-256-PLUS: the hash of the server's
