@@ -192,7 +192,7 @@ impl Server {
 }
 
 /// Facts about the machine, for `results.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub(crate) struct Machine {
     /// Logical CPUs available to this process.
@@ -213,25 +213,9 @@ pub(crate) struct Machine {
     pub(crate) loadavg_start: String,
     /// `/proc/loadavg` when the run ended.
     pub(crate) loadavg_end: String,
-    /// The workspace's git commit, with `+dirty` when momoko-core has uncommitted changes.
+    /// The workspace's git commit at build time, with `+dirty` when the momoko crates had
+    /// uncommitted changes.
     pub(crate) git: String,
-}
-
-impl Default for Machine {
-    fn default() -> Machine {
-        Machine {
-            nproc: 0,
-            cpu_model: String::new(),
-            kernel: String::new(),
-            date: String::new(),
-            postgres: String::new(),
-            server: String::new(),
-            pgbench: String::new(),
-            loadavg_start: String::new(),
-            loadavg_end: String::new(),
-            git: String::new(),
-        }
-    }
 }
 
 /// `/proc/loadavg`, trimmed.
@@ -241,35 +225,9 @@ pub(crate) fn loadavg() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// The commit the workspace is at, marked dirty when momoko-core differs from it.
+/// The commit the benchmark was built from (see `build.rs`).
 fn git_state() -> String {
-    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let root = manifest
-        .canonicalize()
-        .unwrap_or_else(|_| manifest.to_path_buf())
-        .join("../..");
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .arg("-C")
-            .arg(&root)
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-    };
-    match git(&["rev-parse", "--short", "HEAD"]) {
-        Some(commit) => {
-            let dirty = git(&["status", "--porcelain", "--", "crates/momoko-core"])
-                .is_some_and(|s| !s.is_empty());
-            if dirty {
-                format!("{commit}+dirty")
-            } else {
-                commit
-            }
-        }
-        None => "unknown".into(),
-    }
+    env!("MOMOKO_BENCH_GIT").to_owned()
 }
 
 impl Machine {

@@ -664,10 +664,11 @@ pub(crate) struct Acquire {
 impl Future for Acquire {
     type Output = Result<Connection>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Connection>> {
-        let inner = Arc::clone(&self.inner);
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Connection>> {
+        let this = self.get_mut();
+        let inner = &this.inner;
         let mut st = inner.lock();
-        match self.id {
+        match this.id {
             None => {
                 bump(&inner.counters.acquires);
                 if let Some(out) = inner.try_take(&mut st) {
@@ -701,7 +702,7 @@ impl Future for Acquire {
                     },
                 );
                 st.waiters.push_back(id);
-                self.id = Some(id);
+                this.id = Some(id);
                 // Grow for this waiter, unless the database is down (reconnects handle that).
                 let down = st.down.is_some();
                 if !down {
@@ -714,7 +715,7 @@ impl Future for Acquire {
                 match ready {
                     Some(out) => {
                         st.entries.remove(&id);
-                        self.id = None;
+                        this.id = None;
                         Poll::Ready(out)
                     }
                     None => {

@@ -909,7 +909,8 @@ impl Drop for PooledConnection {
             self.inner.release(conn, false);
             return;
         }
-        if !self.held || self.inner.is_closed() || conn.activity() == self.activity_at_checkout {
+        // Cheap checks first: `release` itself handles a closed pool.
+        if !self.held || conn.activity() == self.activity_at_checkout || self.inner.is_closed() {
             self.inner.release(conn, true);
             return;
         }
