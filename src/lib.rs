@@ -11,9 +11,9 @@
 //!
 //! | feature | module | executor |
 //! |---|---|---|
-//! | `tokio` (default) | [`tokio`] | `TokioExecutor` |
-//! | `async-std` | [`async_std`] | `AsyncStdExecutor` |
-//! | `smol` | [`smol`] | `SmolExecutor` |
+//! | `tokio` (default) | `momoko::tokio` | `TokioExecutor` |
+//! | `async-std` | `momoko::async_std` | `AsyncStdExecutor` |
+//! | `smol` | `momoko::smol` | `SmolExecutor` |
 //!
 //! Any other runtime plugs in by implementing [`Executor`].
 //!

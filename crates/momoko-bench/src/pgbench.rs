@@ -1,5 +1,5 @@
-//! pgbench as the physical reference: `pgbench -n -M prepared -c <conns> -j 2 -T <secs> -f
-//! <script>`, its tps and average latency parsed from its output, and its CPU from
+//! pgbench as the physical reference:
+//! `pgbench -n -M prepared -c <conns> -j 2 -T <secs> -f <script>`, its tps and average latency parsed from its output, and its CPU from
 //! `getrusage(RUSAGE_CHILDREN)` around the process.
 //!
 //! pgbench's per-transaction log (`-l`) is not used for percentiles: its threads stamp
