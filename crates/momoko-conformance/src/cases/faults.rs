@@ -881,6 +881,8 @@ pub async fn nothing_lost_across_restarts(ctx: &Ctx) {
             .await
             .expect("restart the server");
         restarts += 1;
+        // Progress counts from here: successes from before the stop prove nothing.
+        seen = successes.load(Ordering::SeqCst);
     }
     progress(
         ctx,
@@ -899,6 +901,12 @@ pub async fn nothing_lost_across_restarts(ctx: &Ctx) {
     )
     .await;
 
+    // Within reconnect_interval of a failed attempt the pool fails fast by design; read once it
+    // reports the database reachable.
+    eventually(ctx, "the pool sees the database up", || {
+        !pool.status().database_down
+    })
+    .await;
     let stored: HashMap<i64, i64> = pool
         .execute("SELECT id, count(*) FROM lost GROUP BY id", &[])
         .await

@@ -354,6 +354,27 @@ impl PoolInner {
         Some(conn)
     }
 
+    /// Turns a connection checked out for a pipelinable statement into a shared one: it becomes
+    /// free again (most recently used) so other statements can pipeline onto it, and the caller
+    /// keeps one share of it.
+    pub(crate) fn convert_to_shared(&self, conn: Connection) -> Arc<Connection> {
+        let mut st = self.lock();
+        st.busy -= 1;
+        st.shared_in_flight += 1;
+        let conn = Arc::new(conn);
+        if st.closed {
+            // Not put back: it closes when the statement's share ends.
+            bump(&self.counters.closed);
+        } else {
+            let since = self.executor.now();
+            st.idle.push_back(Idle {
+                conn: Arc::clone(&conn),
+                since,
+            });
+        }
+        conn
+    }
+
     /// Ends a pipelined statement. A connection left unused goes to the longest waiter.
     pub(crate) fn release_shared(self: &Arc<Self>, conn: Arc<Connection>) {
         let mut st = self.lock();

@@ -67,7 +67,13 @@ macro_rules! with_statement {
         let mut retried = false;
         let mut shared_outcome = None;
         if depth > 1 && !$opens {
-            if let Some(conn) = pool.inner.share(depth) {
+            // No free connection with room: wait for one like any caller, then share it, so the
+            // statements arriving next pipeline onto it instead of queueing.
+            let conn = match pool.inner.share(depth) {
+                Some(conn) => Some(conn),
+                None => Some(pool.inner.convert_to_shared(pool.acquire().await?)),
+            };
+            if let Some(conn) = conn {
                 let guard = SharedConnection {
                     conn: Some(conn),
                     inner: &pool.inner,
