@@ -465,12 +465,15 @@ mod imp {
         let builder = match settings.verify {
             Verify::Nothing => builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NoVerification { algs })),
+                .with_custom_certificate_verifier(Arc::new(CertCheck { roots: None, algs })),
             Verify::Chain => {
                 let roots = Arc::new(load_roots(settings)?);
                 builder
                     .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(ChainOnly { roots, algs }))
+                    .with_custom_certificate_verifier(Arc::new(CertCheck {
+                        roots: Some(roots),
+                        algs,
+                    }))
             }
             Verify::Full => {
                 let roots = Arc::new(load_roots(settings)?);
@@ -609,57 +612,18 @@ mod imp {
         Ok(())
     }
 
-    /// `sslmode=require` without a root certificate (and `prefer`, `allow`): encryption without
-    /// authentication of the server, as in libpq. The handshake signatures are still checked.
+    /// The server-certificate check for every mode but `verify-full` (which uses rustls' own
+    /// WebPKI verifier): with `roots`, the chain must lead to a trusted CA and be valid now, the
+    /// host name unchecked (`verify-ca`, and `require` with a root certificate, as in libpq);
+    /// without, no authentication of the server (`require` without a root certificate, `prefer`,
+    /// `allow`). The handshake signatures are checked either way.
     #[derive(Debug)]
-    struct NoVerification {
+    struct CertCheck {
+        roots: Option<Arc<RootCertStore>>,
         algs: WebPkiSupportedAlgorithms,
     }
 
-    impl ServerCertVerifier for NoVerification {
-        fn verify_server_cert(
-            &self,
-            _end_entity: &CertificateDer<'_>,
-            _intermediates: &[CertificateDer<'_>],
-            _server_name: &ServerName<'_>,
-            _ocsp_response: &[u8],
-            _now: UnixTime,
-        ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.algs.supported_schemes()
-        }
-    }
-
-    /// `sslmode=verify-ca` (and `require` with a root certificate): the chain must lead to a
-    /// trusted CA and be valid now; the host name is not checked.
-    #[derive(Debug)]
-    struct ChainOnly {
-        roots: Arc<RootCertStore>,
-        algs: WebPkiSupportedAlgorithms,
-    }
-
-    impl ServerCertVerifier for ChainOnly {
+    impl ServerCertVerifier for CertCheck {
         fn verify_server_cert(
             &self,
             end_entity: &CertificateDer<'_>,
@@ -668,14 +632,16 @@ mod imp {
             _ocsp_response: &[u8],
             now: UnixTime,
         ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-            let cert = ParsedCertificate::try_from(end_entity)?;
-            rustls::client::verify_server_cert_signed_by_trust_anchor(
-                &cert,
-                &self.roots,
-                intermediates,
-                now,
-                self.algs.all,
-            )?;
+            if let Some(roots) = &self.roots {
+                let cert = ParsedCertificate::try_from(end_entity)?;
+                rustls::client::verify_server_cert_signed_by_trust_anchor(
+                    &cert,
+                    roots,
+                    intermediates,
+                    now,
+                    self.algs.all,
+                )?;
+            }
             Ok(ServerCertVerified::assertion())
         }
 
