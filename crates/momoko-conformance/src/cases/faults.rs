@@ -868,7 +868,7 @@ pub async fn nothing_lost_across_restarts(ctx: &Ctx) {
     let mut seen = 0;
     let mut restarts = 0;
     for round in 0..3 {
-        seen = progress(
+        progress(
             ctx,
             &successes,
             seen,
