@@ -131,6 +131,43 @@ struct LoopReport {
     last: Option<Result<(), String>>,
 }
 
+/// `n` tasks running [`query_loop`] on a pool, and the counters they share.
+struct QueryLoad {
+    stop: Arc<AtomicBool>,
+    successes: Arc<AtomicU64>,
+    failures: Arc<AtomicU64>,
+    tasks: Vec<oneshot::Receiver<LoopReport>>,
+}
+
+impl QueryLoad {
+    fn start(ctx: &Ctx, pool: &Pool, n: i32) -> QueryLoad {
+        let stop = Arc::new(AtomicBool::new(false));
+        let successes = Arc::new(AtomicU64::new(0));
+        let failures = Arc::new(AtomicU64::new(0));
+        let tasks = (0..n)
+            .map(|t| {
+                spawn_result(
+                    &ctx.executor,
+                    query_loop(
+                        pool.clone(),
+                        ctx.executor.clone(),
+                        t,
+                        Arc::clone(&stop),
+                        Arc::clone(&successes),
+                        Arc::clone(&failures),
+                    ),
+                )
+            })
+            .collect();
+        QueryLoad {
+            stop,
+            successes,
+            failures,
+            tasks,
+        }
+    }
+}
+
 /// Runs `SELECT $1::int4` with values unique to this task until `stop`, checking every result,
 /// then one last query whose result must be right.
 async fn query_loop(
@@ -337,24 +374,12 @@ pub async fn restart_under_load(ctx: &Ctx) {
         .connect()
         .await
         .expect("connect the pool");
-    let stop = Arc::new(AtomicBool::new(false));
-    let successes = Arc::new(AtomicU64::new(0));
-    let failures = Arc::new(AtomicU64::new(0));
-    let tasks: Vec<_> = (0..64)
-        .map(|t| {
-            spawn_result(
-                &ctx.executor,
-                query_loop(
-                    pool.clone(),
-                    ctx.executor.clone(),
-                    t,
-                    Arc::clone(&stop),
-                    Arc::clone(&successes),
-                    Arc::clone(&failures),
-                ),
-            )
-        })
-        .collect();
+    let QueryLoad {
+        stop,
+        successes,
+        failures,
+        tasks,
+    } = QueryLoad::start(ctx, &pool, 64);
 
     let mut seen = progress(ctx, &successes, 0, 200, "the tasks make progress").await;
     let mut outages = Vec::new();
@@ -406,24 +431,12 @@ pub async fn terminate_every_backend_under_load(ctx: &Ctx) {
         .await
         .expect("connect the pool");
     let killer = ctx.connect().await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let successes = Arc::new(AtomicU64::new(0));
-    let failures = Arc::new(AtomicU64::new(0));
-    let tasks: Vec<_> = (0..16)
-        .map(|t| {
-            spawn_result(
-                &ctx.executor,
-                query_loop(
-                    pool.clone(),
-                    ctx.executor.clone(),
-                    t,
-                    Arc::clone(&stop),
-                    Arc::clone(&successes),
-                    Arc::clone(&failures),
-                ),
-            )
-        })
-        .collect();
+    let QueryLoad {
+        stop,
+        successes,
+        tasks,
+        ..
+    } = QueryLoad::start(ctx, &pool, 16);
     let mut seen = 0;
     let mut killed = Vec::new();
     for round in 0..3 {
