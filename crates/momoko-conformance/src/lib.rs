@@ -19,6 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use momoko_core::Executor;
+#[doc(hidden)]
+pub use momoko_testkit::test_db;
 use momoko_testkit::TestDb;
 
 pub mod cases;
@@ -86,9 +88,11 @@ macro_rules! __conformance_test {
         #[test]
         fn $case() {
             let name = concat!(stringify!($module), "_", stringify!($case));
+            // The database is created (a blocking psql call) before the runtime runs anything.
+            let db = $crate::test_db(name);
             $block_on(async {
                 let executor: ::std::sync::Arc<dyn $crate::Executor> = $executor;
-                let ctx = $crate::Ctx::new(name, executor);
+                let ctx = $crate::Ctx { executor, db };
                 $crate::cases::$module::$case(&ctx).await;
             })
         }
