@@ -158,6 +158,7 @@ macro_rules! __for_each_case {
                 pipelined_statements_share_connections,
                 pipelining_never_joins_a_transaction,
                 exclusive_caller_waits_for_pipelined_statements,
+                pipelined_waiters_keep_their_turn,
             ],
             faults: [
                 restart_fast_while_idle_heals,

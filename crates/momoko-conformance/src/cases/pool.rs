@@ -2,12 +2,14 @@
 
 use std::collections::HashSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use futures::future::join_all;
 use momoko_core::{Pool, PoolBuilder, RetryPolicy};
 
-use crate::support::{assert_settled, eventually};
+use crate::support::{assert_settled, eventually, scalar};
 use crate::Ctx;
 
 fn builder(ctx: &Ctx) -> PoolBuilder {
@@ -744,6 +746,80 @@ pub async fn exclusive_caller_waits_for_pipelined_statements(ctx: &Ctx) {
     let (results, two) = futures::join!(shared, exclusive);
     assert!(results.into_iter().all(|r| r.is_ok()));
     assert_eq!(two, 2);
+    assert_eq!(pool.status().total, 1);
+    assert_settled(ctx, &pool).await;
+}
+
+/// Pipelined statements that had to queue keep their turn: the room a finished statement leaves
+/// goes to the oldest waiter, and a newcomer queues behind it instead of overtaking it.
+pub async fn pipelined_waiters_keep_their_turn(ctx: &Ctx) {
+    let pool = builder(ctx).size(1).pipeline(2).connect().await.unwrap();
+    let locker = ctx.connect().await;
+    locker
+        .execute("SELECT pg_advisory_lock(1), pg_advisory_lock(2)", &[])
+        .await
+        .unwrap();
+    let blocked = || async {
+        scalar::<i32>(
+            &locker,
+            "SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[],
+        )
+        .await
+    };
+    let stage = AtomicU32::new(0);
+    let finished = Mutex::new(Vec::new());
+    let run = |name: &'static str, after: u32, sql: &'static str| {
+        let (stage, finished, pool) = (&stage, &finished, &pool);
+        async move {
+            eventually(ctx, "its turn to start", || {
+                stage.load(Ordering::SeqCst) >= after
+            })
+            .await;
+            pool.execute(sql, &[]).await.unwrap();
+            finished.lock().unwrap().push(name);
+        }
+    };
+    let control = async {
+        // x waits on the server for lock 1; y is pipelined behind it: the connection is full.
+        for _ in 0..1500 {
+            if blocked().await == 1 {
+                break;
+            }
+            ctx.sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(blocked().await, 1, "x waits for lock 1");
+        stage.store(1, Ordering::SeqCst);
+        eventually(ctx, "y pipelined", || pool.status().pipelined == 2).await;
+        stage.store(2, Ordering::SeqCst);
+        eventually(ctx, "c queued", || pool.status().waiting == 1).await;
+        locker
+            .execute("SELECT pg_advisory_unlock(1)", &[])
+            .await
+            .unwrap();
+        // x finished and y now waits for lock 2: c takes the room x left.
+        eventually(ctx, "c pipelined behind y", || {
+            let s = pool.status();
+            s.waiting == 0 && s.pipelined == 2
+        })
+        .await;
+        assert_eq!(*finished.lock().unwrap(), ["x"]);
+        stage.store(3, Ordering::SeqCst);
+        eventually(ctx, "d queued", || pool.status().waiting == 1).await;
+        locker
+            .execute("SELECT pg_advisory_unlock(2)", &[])
+            .await
+            .unwrap();
+    };
+    futures::join!(
+        run("x", 0, "SELECT pg_advisory_xact_lock(1)"),
+        run("y", 1, "SELECT pg_advisory_xact_lock(2)"),
+        run("c", 2, "SELECT 'c'"),
+        run("d", 3, "SELECT 'd'"),
+        control,
+    );
+    assert_eq!(*finished.lock().unwrap(), ["x", "y", "c", "d"]);
     assert_eq!(pool.status().total, 1);
     assert_settled(ctx, &pool).await;
 }

@@ -4,8 +4,18 @@
 //! (checked out, counted in `State::busy`, including connections handed to a waiter that has not
 //! picked them up yet) or *pending* (a connect in progress). *Dead* is derived: the slots below
 //! `size` that are none of those, which the maintenance task reconnects.
+//!
+//! Connections live in an `Arc` for their whole life in the pool. An idle connection may carry
+//! pipelined statements (clones of its `Arc`, counted in `State::shared_in_flight`); an exclusive
+//! checkout takes only an idle connection without any, so a checked-out `Arc` is unique. Clones
+//! are made and dropped only under the pool lock.
+//!
+//! Fairness: callers are served oldest first. While anyone waits, a newcomer queues behind them
+//! even if it could pipeline onto a connection now; each freed connection or finished pipelined
+//! statement serves the queue from its front, and the first waiter that cannot be served stops
+//! the round (an exclusive waiter at the front lets the connections' pipelined statements drain).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use slab::Slab;
 use tracing::{debug, info, warn};
 
 use crate::config::ConnectOptions;
@@ -40,10 +51,12 @@ pub(crate) struct PoolInner {
 }
 
 /// An idle connection. Pipelined statements share it through clones of the `Arc` while it stays
-/// idle; an exclusive checkout takes it only when no clone exists (`Arc::try_unwrap`).
+/// idle; an exclusive checkout takes it only when no clone exists.
 struct Idle {
     conn: Arc<Connection>,
-    since: Instant,
+    /// When it last became free; only shrinking reads it, so it is `None` without `auto_shrink`
+    /// (no clock read on the hot path).
+    since: Option<Instant>,
 }
 
 impl Idle {
@@ -58,9 +71,9 @@ pub(crate) struct State {
     idle: VecDeque<Idle>,
     busy: usize,
     pending: usize,
-    waiters: VecDeque<u64>,
-    entries: HashMap<u64, Entry>,
-    next_waiter: u64,
+    /// Keys of `entries`, oldest first.
+    waiters: VecDeque<usize>,
+    entries: Slab<Entry>,
     closed: bool,
     /// Set when the last connect attempt failed (cleared by a success): the database is down.
     down: Option<Error>,
@@ -78,7 +91,50 @@ pub(crate) struct State {
 
 struct Entry {
     waker: Option<Waker>,
-    outcome: Option<Result<Connection>>,
+    want: Want,
+    outcome: Option<Result<Arc<Connection>>>,
+}
+
+/// What a caller waits for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Want {
+    /// A connection of its own: an idle one that no statement is pipelined on.
+    Exclusive,
+    /// A share of an idle connection that has fewer than this many pipelined statements.
+    Shared(usize),
+}
+
+/// Wakers collected under the lock and woken after it is released (a woken task often runs at
+/// once on another thread and would otherwise find the lock still held).
+#[derive(Default)]
+pub(crate) struct WakeList {
+    first: Option<Waker>,
+    rest: Vec<Waker>,
+}
+
+impl WakeList {
+    fn push(&mut self, waker: Waker) {
+        if self.first.is_none() {
+            self.first = Some(waker);
+        } else {
+            self.rest.push(waker);
+        }
+    }
+
+    fn append(&mut self, wakers: &mut Vec<Waker>) {
+        for w in wakers.drain(..) {
+            self.push(w);
+        }
+    }
+
+    fn wake(self) {
+        if let Some(w) = self.first {
+            w.wake();
+        }
+        for w in self.rest {
+            w.wake();
+        }
+    }
 }
 
 /// Counters, updated without the lock.
@@ -165,7 +221,7 @@ impl PoolInner {
 
     /// Books the outcome of connect attempt number `seq`.
     fn connect_finished(self: &Arc<Self>, result: Result<Connection>, reason: Reason, seq: u64) {
-        let mut to_fail: Vec<Waker> = Vec::new();
+        let mut wake = WakeList::default();
         let mut st = self.lock();
         st.pending -= 1;
         if reason == Reason::Initial {
@@ -174,6 +230,7 @@ impl PoolInner {
                 st.initial.1 += 1;
             }
         }
+        let mut unused = None;
         match result {
             Ok(conn) => {
                 st.last_success_seq = st.last_success_seq.max(seq);
@@ -194,7 +251,7 @@ impl PoolInner {
                 }
                 if st.closed {
                     bump(&self.counters.closed);
-                    drop(conn);
+                    unused = Some(conn);
                 } else {
                     debug!(
                         target: "momoko",
@@ -206,7 +263,7 @@ impl PoolInner {
                         waiting = st.waiters.len(),
                         "connection opened"
                     );
-                    self.put_back(&mut st, conn);
+                    self.put_back(&mut st, Arc::new(conn), &mut wake);
                 }
             }
             Err(e) => {
@@ -225,7 +282,7 @@ impl PoolInner {
                 // With nothing busy and nothing pending, no connection can come for the waiters
                 // now: fail them rather than let them hang (they may retry after the interval).
                 if st.busy == 0 && st.pending == 0 && st.idle.is_empty() {
-                    to_fail = self.fail_waiters(&mut st, || Error::not_available(Some(&e)));
+                    self.fail_waiters(&mut st, || Error::not_available(Some(&e)), &mut wake);
                 }
                 // A failure says the database is down only if the attempt started after the
                 // latest success (a late-finishing older attempt must not undo newer news) and
@@ -237,52 +294,81 @@ impl PoolInner {
                 }
             }
         }
-        to_fail.append(&mut st.watchers);
+        wake.append(&mut st.watchers);
         self.grow_if_needed(&mut st);
         drop(st);
-        for w in to_fail {
-            w.wake();
-        }
+        drop(unused);
+        wake.wake();
     }
 
-    fn fail_waiters(&self, st: &mut State, err: impl Fn() -> Error) -> Vec<Waker> {
-        let mut wakers = Vec::new();
-        while let Some(id) = st.waiters.pop_front() {
-            if let Some(entry) = st.entries.get_mut(&id) {
+    fn fail_waiters(&self, st: &mut State, err: impl Fn() -> Error, wake: &mut WakeList) {
+        while let Some(key) = st.waiters.pop_front() {
+            if let Some(entry) = st.entries.get_mut(key) {
                 entry.outcome = Some(Err(err()));
                 if let Some(w) = entry.waker.take() {
-                    wakers.push(w);
+                    wake.push(w);
                 }
             }
         }
-        wakers
     }
 
-    /// Gives a usable connection to the longest waiter, or makes it idle.
-    fn put_back(&self, st: &mut State, conn: Connection) {
-        let Some(conn) = self.put_back_to_waiter(st, conn) else {
-            return;
-        };
-        let since = self.executor.now();
-        st.idle.push_back(Idle {
-            conn: Arc::new(conn),
-            since,
-        });
+    /// Makes `conn` free (most recently used) and serves the waiters it can serve.
+    fn put_back(&self, st: &mut State, conn: Arc<Connection>, wake: &mut WakeList) {
+        let since = self.config.auto_shrink.then(|| self.executor.now());
+        st.idle.push_back(Idle { conn, since });
+        self.dispatch(st, wake);
     }
 
-    /// Hands `conn` to the longest waiter (counting it busy); gives it back when nobody waits.
-    fn put_back_to_waiter(&self, st: &mut State, conn: Connection) -> Option<Connection> {
-        while let Some(id) = st.waiters.pop_front() {
-            if let Some(entry) = st.entries.get_mut(&id) {
-                st.busy += 1;
+    /// Serves waiters oldest first: an exclusive waiter gets an idle connection without
+    /// pipelined statements, a shared one a share of the least loaded idle connection with room.
+    /// Stops at the first waiter that cannot be served, so nobody is overtaken.
+    fn dispatch(&self, st: &mut State, wake: &mut WakeList) {
+        while let Some(&key) = st.waiters.front() {
+            let Some(want) = st.entries.get(key).map(|e| e.want) else {
+                st.waiters.pop_front();
+                continue;
+            };
+            let Some(conn) = self.take(st, want) else {
+                break;
+            };
+            st.waiters.pop_front();
+            if let Some(entry) = st.entries.get_mut(key) {
                 entry.outcome = Some(Ok(conn));
                 if let Some(w) = entry.waker.take() {
-                    w.wake();
+                    wake.push(w);
                 }
-                return None;
             }
         }
-        Some(conn)
+    }
+
+    /// Takes what `want` asks for from the idle connections, counting it busy or shared.
+    fn take(&self, st: &mut State, want: Want) -> Option<Arc<Connection>> {
+        match want {
+            Want::Exclusive => {
+                // Most recently used first, skipping connections that pipelined statements use.
+                while let Some(pos) = st.idle.iter().rposition(|i| i.shared() == 0) {
+                    let idle = st.idle.remove(pos)?;
+                    if idle.conn.is_closed() {
+                        bump(&self.counters.discarded);
+                        bump(&self.counters.closed);
+                        continue;
+                    }
+                    st.busy += 1;
+                    return Some(idle.conn);
+                }
+                None
+            }
+            Want::Shared(depth) => {
+                let best = st
+                    .idle
+                    .iter()
+                    .filter(|i| i.shared() < depth && !i.conn.is_closed())
+                    .min_by_key(|i| i.shared())?;
+                let conn = Arc::clone(&best.conn);
+                st.shared_in_flight += 1;
+                Some(conn)
+            }
+        }
     }
 
     /// Opens connections for waiters that no pending connect will serve, a few at a time, up to
@@ -302,97 +388,32 @@ impl PoolInner {
         }
     }
 
-    /// Checks a connection out: the most recently used idle one, or a place in the FIFO queue.
-    pub(crate) fn try_take(self: &Arc<Self>, st: &mut State) -> Option<Result<Connection>> {
+    /// Serves a new caller at once if it can be served without overtaking a waiter.
+    fn try_now(&self, st: &mut State, want: Want) -> Option<Result<Arc<Connection>>> {
         if st.closed {
             return Some(Err(Error::pool_closed()));
         }
-        // Most recently used first, skipping connections that pipelined statements still use.
-        while let Some(pos) = st.idle.iter().rposition(|i| i.shared() == 0) {
-            let Some(idle) = st.idle.remove(pos) else {
-                break;
-            };
-            let conn = match Arc::try_unwrap(idle.conn) {
-                Ok(conn) => conn,
-                // Unreachable: no clone exists and clones are only made under this lock.
-                Err(conn) => {
-                    st.idle.insert(
-                        pos,
-                        Idle {
-                            conn,
-                            since: idle.since,
-                        },
-                    );
-                    break;
-                }
-            };
-            if conn.is_closed() {
-                bump(&self.counters.discarded);
-                bump(&self.counters.closed);
-                continue;
-            }
-            st.busy += 1;
-            return Some(Ok(conn));
-        }
-        None
-    }
-
-    /// A connection to run one pipelined statement on without checking it out: the idle one
-    /// with the fewest statements in flight, below `depth`. `None` when none has room.
-    pub(crate) fn share(&self, depth: usize) -> Option<Arc<Connection>> {
-        let mut st = self.lock();
-        if st.closed {
+        if !st.waiters.is_empty() {
             return None;
         }
-        let best = st
-            .idle
-            .iter()
-            .filter(|i| i.shared() < depth && !i.conn.is_closed())
-            .min_by_key(|i| i.shared())?;
-        let conn = Arc::clone(&best.conn);
-        st.shared_in_flight += 1;
-        Some(conn)
+        self.take(st, want).map(Ok)
     }
 
-    /// Turns a connection checked out for a pipelinable statement into a shared one: it becomes
-    /// free again (most recently used) so other statements can pipeline onto it, and the caller
-    /// keeps one share of it.
-    pub(crate) fn convert_to_shared(&self, conn: Connection) -> Arc<Connection> {
-        let mut st = self.lock();
-        st.busy -= 1;
-        st.shared_in_flight += 1;
-        let conn = Arc::new(conn);
-        if st.closed {
-            // Not put back: it closes when the statement's share ends.
-            bump(&self.counters.closed);
-        } else {
-            let since = self.executor.now();
-            st.idle.push_back(Idle {
-                conn: Arc::clone(&conn),
-                since,
-            });
-        }
-        conn
-    }
-
-    /// Ends a pipelined statement. A connection left unused goes to the longest waiter.
+    /// Ends a pipelined statement's share; the room it leaves serves the waiters.
     pub(crate) fn release_shared(self: &Arc<Self>, conn: Arc<Connection>) {
+        let mut wake = WakeList::default();
         let mut st = self.lock();
         st.shared_in_flight -= 1;
-        drop(conn);
+        // The last share of a retired connection (or of one a closed pool let go) closes it,
+        // outside the lock.
+        let unused = Arc::try_unwrap(conn).ok();
         if !st.waiters.is_empty() {
-            if let Some(Ok(conn)) = self.try_take(&mut st) {
-                st.busy -= 1;
-                if let Some(conn) = self.put_back_to_waiter(&mut st, conn) {
-                    self.put_back(&mut st, conn);
-                }
-            }
+            self.dispatch(&mut st, &mut wake);
         }
-        let watchers: Vec<Waker> = st.watchers.drain(..).collect();
+        wake.append(&mut st.watchers);
         drop(st);
-        for w in watchers {
-            w.wake();
-        }
+        drop(unused);
+        wake.wake();
     }
 
     /// Takes a shared connection out of rotation (after a statement timeout): no new statements
@@ -414,21 +435,24 @@ impl PoolInner {
         }
     }
 
-    pub(crate) fn acquire(self: &Arc<Self>) -> Acquire {
+    pub(crate) fn acquire(self: &Arc<Self>, want: Want) -> Acquire {
         Acquire {
             inner: Arc::clone(self),
-            id: None,
+            want,
+            key: None,
         }
     }
 
-    /// Returns a checked-out connection. `reusable` is false when the connection may be in an
-    /// unknown state (abandoned mid-query, timed out): it is then closed.
-    pub(crate) fn release(self: &Arc<Self>, conn: Connection, reusable: bool) {
+    /// Returns an exclusively checked-out connection. `reusable` is false when the connection
+    /// may be in an unknown state (abandoned mid-query, timed out): it is then closed.
+    pub(crate) fn release(self: &Arc<Self>, conn: Arc<Connection>, reusable: bool) {
+        let mut wake = WakeList::default();
         let mut st = self.lock();
         st.busy -= 1;
         let keep = reusable && !st.closed && !conn.is_closed();
+        let mut unused = None;
         if keep {
-            self.put_back(&mut st, conn);
+            self.put_back(&mut st, conn, &mut wake);
         } else {
             bump(&self.counters.closed);
             if !reusable {
@@ -444,14 +468,13 @@ impl PoolInner {
                 waiting = st.waiters.len(),
                 "connection discarded"
             );
-            drop(conn);
+            unused = Some(conn);
             self.replace_if_needed(&mut st);
         }
-        let watchers: Vec<Waker> = st.watchers.drain(..).collect();
+        wake.append(&mut st.watchers);
         drop(st);
-        for w in watchers {
-            w.wake();
-        }
+        drop(unused);
+        wake.wake();
     }
 
     /// After a connection was lost: waiters must not starve, so open a replacement right away
@@ -522,17 +545,16 @@ impl PoolInner {
             return false;
         }
         st.closed = true;
-        let mut wakers = self.fail_waiters(&mut st, Error::pool_closed);
+        let mut wake = WakeList::default();
+        self.fail_waiters(&mut st, Error::pool_closed, &mut wake);
         let idle: Vec<Idle> = st.idle.drain(..).collect();
         for _ in &idle {
             bump(&self.counters.closed);
         }
-        wakers.append(&mut st.watchers);
+        wake.append(&mut st.watchers);
         drop(st);
         drop(idle);
-        for w in wakers {
-            w.wake();
-        }
+        wake.wake();
         info!(target: "momoko", pool = self.id, "pool closing");
         true
     }
@@ -629,8 +651,9 @@ impl PoolInner {
                     match st.idle.front() {
                         Some(i)
                             if i.shared() == 0
-                                && now.saturating_duration_since(i.since)
-                                    >= self.config.shrink_delay =>
+                                && i.since.is_some_and(|since| {
+                                    now.saturating_duration_since(since) >= self.config.shrink_delay
+                                }) =>
                         {
                             if let Some(i) = st.idle.pop_front() {
                                 shrunk.push(i);
@@ -675,80 +698,73 @@ async fn open_session(
     Ok(conn)
 }
 
-/// The future of a checkout. Dropping it at any point leaves the pool consistent: a connection
-/// already handed to it goes back to the pool.
+/// The future of a checkout (exclusive or a pipelined share). Dropping it at any point leaves
+/// the pool consistent: a connection already handed to it goes back to the pool.
 pub(crate) struct Acquire {
     inner: Arc<PoolInner>,
-    id: Option<u64>,
+    want: Want,
+    /// Its entry among the waiters, once it waits.
+    key: Option<usize>,
 }
 
 impl Future for Acquire {
-    type Output = Result<Connection>;
+    type Output = Result<Arc<Connection>>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Connection>> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Arc<Connection>>> {
         let this = self.get_mut();
         let inner = &this.inner;
         let mut st = inner.lock();
-        match this.id {
-            None => {
-                bump(&inner.counters.acquires);
-                if let Some(out) = inner.try_take(&mut st) {
-                    return Poll::Ready(out);
-                }
-                // Nothing idle. If the database is known down and no connection can come back
-                // soon, fail fast (Momoko's DatabaseNotAvailable), unless the reconnect interval
-                // has passed: then try now and wait for that attempt.
-                if st.busy == 0 && st.pending == 0 {
-                    if let Some(down) = &st.down {
-                        let now = inner.executor.now();
-                        let recent = st.last_attempt.is_some_and(|t| {
-                            now.saturating_duration_since(t) < inner.config.reconnect_interval
-                        });
-                        if recent {
-                            return Poll::Ready(Err(Error::not_available(Some(down))));
-                        }
-                        st.last_attempt = Some(now);
-                        st.pending += 1;
-                        inner.spawn_connect(Reason::Reconnect);
+        let Some(key) = this.key else {
+            bump(&inner.counters.acquires);
+            if let Some(out) = inner.try_now(&mut st, this.want) {
+                return Poll::Ready(out);
+            }
+            // Nothing free. If the database is known down and no connection can come back
+            // soon, fail fast (Momoko's DatabaseNotAvailable), unless the reconnect interval
+            // has passed: then try now and wait for that attempt.
+            if st.busy == 0 && st.pending == 0 {
+                if let Some(down) = &st.down {
+                    let now = inner.executor.now();
+                    let recent = st.last_attempt.is_some_and(|t| {
+                        now.saturating_duration_since(t) < inner.config.reconnect_interval
+                    });
+                    if recent {
+                        return Poll::Ready(Err(Error::not_available(Some(down))));
                     }
+                    st.last_attempt = Some(now);
+                    st.pending += 1;
+                    inner.spawn_connect(Reason::Reconnect);
                 }
-                bump(&inner.counters.acquire_waits);
-                let id = st.next_waiter;
-                st.next_waiter += 1;
-                st.entries.insert(
-                    id,
-                    Entry {
-                        waker: Some(cx.waker().clone()),
-                        outcome: None,
-                    },
-                );
-                st.waiters.push_back(id);
-                this.id = Some(id);
-                // Grow for this waiter, unless the database is down (reconnects handle that).
-                let down = st.down.is_some();
-                if !down {
-                    inner.grow_if_needed(&mut st);
+            }
+            bump(&inner.counters.acquire_waits);
+            let key = st.entries.insert(Entry {
+                waker: Some(cx.waker().clone()),
+                want: this.want,
+                outcome: None,
+            });
+            st.waiters.push_back(key);
+            this.key = Some(key);
+            // Grow for this waiter, unless the database is down (reconnects handle that).
+            inner.grow_if_needed(&mut st);
+            return Poll::Pending;
+        };
+        let Some(entry) = st.entries.get_mut(key) else {
+            // Unreachable: the entry leaves only here and in `drop`, which both clear `key`.
+            this.key = None;
+            return Poll::Ready(Err(Error::pool_closed()));
+        };
+        match entry.outcome.take() {
+            Some(out) => {
+                st.entries.remove(key);
+                this.key = None;
+                Poll::Ready(out)
+            }
+            None => {
+                match &entry.waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => entry.waker = Some(cx.waker().clone()),
                 }
                 Poll::Pending
-            }
-            Some(id) => {
-                let ready = st.entries.get_mut(&id).and_then(|e| e.outcome.take());
-                match ready {
-                    Some(out) => {
-                        st.entries.remove(&id);
-                        this.id = None;
-                        Poll::Ready(out)
-                    }
-                    None => {
-                        if let Some(e) = st.entries.get_mut(&id) {
-                            match &e.waker {
-                                Some(w) if w.will_wake(cx.waker()) => {}
-                                _ => e.waker = Some(cx.waker().clone()),
-                            }
-                        }
-                        Poll::Pending
-                    }
-                }
             }
         }
     }
@@ -756,18 +772,29 @@ impl Future for Acquire {
 
 impl Drop for Acquire {
     fn drop(&mut self) {
-        let Some(id) = self.id.take() else { return };
+        let Some(key) = self.key.take() else { return };
+        let mut wake = WakeList::default();
         let mut st = self.inner.lock();
-        st.waiters.retain(|w| *w != id);
-        let entry = st.entries.remove(&id);
+        let queued = st.waiters.len();
+        st.waiters.retain(|w| *w != key);
+        let entry = st.entries.try_remove(key);
+        if st.waiters.len() != queued {
+            // It may have held up the waiters behind it (an exclusive caller lets pipelined
+            // statements drain): serve them now.
+            self.inner.dispatch(&mut st, &mut wake);
+        }
         drop(st);
+        wake.wake();
         if let Some(Entry {
             outcome: Some(Ok(conn)),
             ..
         }) = entry
         {
-            // Handed over but never picked up: give it to the next waiter or back to idle.
-            self.inner.release(conn, true);
+            // Handed over but never picked up: give it back (to the next waiter or idle).
+            match self.want {
+                Want::Exclusive => self.inner.release(conn, true),
+                Want::Shared(_) => self.inner.release_shared(conn),
+            }
         }
     }
 }

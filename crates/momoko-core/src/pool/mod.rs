@@ -17,7 +17,7 @@ use crate::cursor::Cursor;
 use crate::error::{Error, ErrorKind, Result};
 use crate::executor::{maybe_timeout, timeout, Executor};
 
-use inner::PoolInner;
+use inner::{PoolInner, Want};
 
 /// Runs `$op` (an expression using `$conn: &mut Connection`) on a pooled connection, with the
 /// statement timeout, and once more on another connection when the retry policy allows.
@@ -33,7 +33,7 @@ macro_rules! with_connection {
             let mut guard = if retried {
                 pool.acquire_verified(false).await?
             } else {
-                PooledConnection::new(pool.acquire().await?, &pool.inner, false)
+                PooledConnection::new(pool.acquire(Want::Exclusive).await?, &pool.inner, false)
             };
             guard.in_flight = true;
             let result = {
@@ -67,35 +67,28 @@ macro_rules! with_statement {
         let mut retried = false;
         let mut shared_outcome = None;
         if depth > 1 && !$opens {
-            // No free connection with room: wait for one like any caller, then share it, so the
-            // statements arriving next pipeline onto it instead of queueing.
-            let conn = match pool.inner.share(depth) {
-                Some(conn) => Some(conn),
-                None => Some(pool.inner.convert_to_shared(pool.acquire().await?)),
+            // A share of the least loaded free connection with room, or a place in the queue.
+            let guard = SharedConnection {
+                conn: Some(pool.acquire(Want::Shared(depth)).await?),
+                inner: &pool.inner,
             };
-            if let Some(conn) = conn {
-                let guard = SharedConnection {
-                    conn: Some(conn),
-                    inner: &pool.inner,
-                };
-                let result = {
-                    let $conn: &Connection = guard.connection();
-                    maybe_timeout(&*pool.inner.executor, pool.inner.config.statement_timeout, $op)
-                        .await
-                };
-                let outcome = match result {
-                    Ok(r) => r,
-                    Err(_) => Err(pool.shared_statement_timed_out(&guard)),
-                };
-                drop(guard);
-                match outcome {
-                    Err(e) if pool.should_retry(&e) => {
-                        retried = true;
-                        pool.inner.counters.retries.fetch_add(1, Ordering::Relaxed);
-                        debug!(target: "momoko", error = %e, "retrying a pipelined statement on another connection");
-                    }
-                    other => shared_outcome = Some(other),
+            let result = {
+                let $conn: &Connection = guard.connection();
+                maybe_timeout(&*pool.inner.executor, pool.inner.config.statement_timeout, $op)
+                    .await
+            };
+            let outcome = match result {
+                Ok(r) => r,
+                Err(_) => Err(pool.shared_statement_timed_out(&guard)),
+            };
+            drop(guard);
+            match outcome {
+                Err(e) if pool.should_retry(&e) => {
+                    retried = true;
+                    pool.inner.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    debug!(target: "momoko", error = %e, "retrying a pipelined statement on another connection");
                 }
+                other => shared_outcome = Some(other),
             }
         }
         match shared_outcome {
@@ -318,6 +311,11 @@ impl PoolBuilder {
     /// to back (pipelined) and answered in order, so a few connections carry many concurrent
     /// callers. Transactions, statements that open one (`BEGIN`), and `getconn` stay exclusive;
     /// an exclusive caller only takes a connection no statement is pipelined on.
+    ///
+    /// A statement goes to the free connection with the fewest statements in flight. When every
+    /// connection is full it queues with the other callers, first come first served: the room a
+    /// finished statement leaves goes to the oldest waiter, never to a newcomer, and an exclusive
+    /// caller at the head of the queue lets the pipelined statements drain.
     ///
     /// Trade-offs: a slow statement delays the statements pipelined behind it on its connection;
     /// a pipelined statement whose future is dropped still runs to completion on the server; and
@@ -615,7 +613,7 @@ impl Pool {
     /// [`ErrorKind::Timeout`] after `acquire_timeout`, [`ErrorKind::DatabaseNotAvailable`],
     /// [`ErrorKind::PoolClosed`].
     pub async fn getconn(&self) -> Result<PooledConnection> {
-        let conn = self.acquire().await?;
+        let conn = self.acquire(Want::Exclusive).await?;
         Ok(PooledConnection::new(conn, &self.inner, true))
     }
 
@@ -681,8 +679,8 @@ impl Pool {
         self.inner.drained().await;
     }
 
-    async fn acquire(&self) -> Result<Connection> {
-        let acquire = self.inner.acquire();
+    async fn acquire(&self, want: Want) -> Result<Arc<Connection>> {
+        let acquire = self.inner.acquire(want);
         match self.inner.config.acquire_timeout {
             None => acquire.await,
             Some(limit) => match timeout(&*self.inner.executor, limit, acquire).await {
@@ -705,7 +703,8 @@ impl Pool {
     /// the ping.
     async fn acquire_verified(&self, held: bool) -> Result<PooledConnection> {
         loop {
-            let mut guard = PooledConnection::new(self.acquire().await?, &self.inner, held);
+            let mut guard =
+                PooledConnection::new(self.acquire(Want::Exclusive).await?, &self.inner, held);
             guard.in_flight = true;
             match guard.ping().await {
                 Ok(()) => {
@@ -842,7 +841,9 @@ impl Drop for SharedConnection<'_> {
 /// if a statement was abandoned mid-flight, the connection is checked (waiting for the abandoned
 /// statement) or closed.
 pub struct PooledConnection {
-    conn: Option<Connection>,
+    /// Unique while checked out: the pool clones a connection's `Arc` only for pipelined
+    /// statements, and only while the connection is free.
+    conn: Option<Arc<Connection>>,
     inner: Arc<PoolInner>,
     /// Held by a user (`getconn`): check the transaction state on return.
     held: bool,
@@ -855,7 +856,7 @@ pub struct PooledConnection {
 }
 
 impl PooledConnection {
-    fn new(conn: Connection, inner: &Arc<PoolInner>, held: bool) -> PooledConnection {
+    fn new(conn: Arc<Connection>, inner: &Arc<PoolInner>, held: bool) -> PooledConnection {
         PooledConnection {
             activity_at_checkout: conn.activity(),
             conn: Some(conn),
@@ -891,10 +892,11 @@ impl Deref for PooledConnection {
 
 impl DerefMut for PooledConnection {
     fn deref_mut(&mut self) -> &mut Connection {
-        match &mut self.conn {
+        match self.conn.as_mut().and_then(Arc::get_mut) {
             Some(c) => c,
-            // Invariant: `conn` is only taken in `drop`.
-            None => unreachable!("PooledConnection used after drop"),
+            // Invariants: `conn` is only taken in `drop`, and a checked-out `Arc` is unique
+            // (see the field).
+            None => unreachable!("PooledConnection used after drop or shared"),
         }
     }
 }
