@@ -159,6 +159,7 @@ macro_rules! __for_each_case {
                 pipelining_never_joins_a_transaction,
                 exclusive_caller_waits_for_pipelined_statements,
                 pipelined_waiters_keep_their_turn,
+                pipelining_avoids_a_stalled_connection,
             ],
             faults: [
                 restart_fast_while_idle_heals,

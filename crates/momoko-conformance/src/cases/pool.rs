@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use futures::future::join_all;
 use momoko_core::{Pool, PoolBuilder, RetryPolicy};
 
-use crate::support::{assert_settled, eventually, scalar};
+use crate::support::{assert_settled, eventually, scalar, within};
 use crate::Ctx;
 
 fn builder(ctx: &Ctx) -> PoolBuilder {
@@ -782,7 +782,9 @@ pub async fn pipelined_waiters_keep_their_turn(ctx: &Ctx) {
         }
     };
     let control = async {
-        // x waits on the server for lock 1; y is pipelined behind it: the connection is full.
+        // x and y start together, so y is pipelined right behind x (a connection stuck for
+        // longer takes no new statements); x waits on the server for lock 1, and the
+        // connection is full.
         for _ in 0..1500 {
             if blocked().await == 1 {
                 break;
@@ -790,8 +792,7 @@ pub async fn pipelined_waiters_keep_their_turn(ctx: &Ctx) {
             ctx.sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(blocked().await, 1, "x waits for lock 1");
-        stage.store(1, Ordering::SeqCst);
-        eventually(ctx, "y pipelined", || pool.status().pipelined == 2).await;
+        assert_eq!(pool.status().pipelined, 2, "y is pipelined behind x");
         stage.store(2, Ordering::SeqCst);
         eventually(ctx, "c queued", || pool.status().waiting == 1).await;
         locker
@@ -814,12 +815,64 @@ pub async fn pipelined_waiters_keep_their_turn(ctx: &Ctx) {
     };
     futures::join!(
         run("x", 0, "SELECT pg_advisory_xact_lock(1)"),
-        run("y", 1, "SELECT pg_advisory_xact_lock(2)"),
+        run("y", 0, "SELECT pg_advisory_xact_lock(2)"),
         run("c", 2, "SELECT 'c'"),
         run("d", 3, "SELECT 'd'"),
         control,
     );
     assert_eq!(*finished.lock().unwrap(), ["x", "y", "c", "d"]);
     assert_eq!(pool.status().total, 1);
+    assert_settled(ctx, &pool).await;
+}
+
+/// New pipelined statements avoid a connection whose pipeline is held up by a slow statement:
+/// they run on the other connection while the slow one still waits.
+pub async fn pipelining_avoids_a_stalled_connection(ctx: &Ctx) {
+    let pool = builder(ctx).size(2).pipeline(4).connect().await.unwrap();
+    let locker = ctx.connect().await;
+    locker
+        .execute("SELECT pg_advisory_lock(7)", &[])
+        .await
+        .unwrap();
+    let slow = pool.execute("SELECT pg_advisory_xact_lock(7)", &[]);
+    let rest = async {
+        for _ in 0..1500 {
+            let waiting: i32 = scalar(
+                &locker,
+                "SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                &[],
+            )
+            .await;
+            if waiting == 1 {
+                break;
+            }
+            ctx.sleep(Duration::from_millis(10)).await;
+        }
+        // The stall rule is about time: let the slow statement's connection be stuck for longer
+        // than it allows.
+        ctx.sleep(Duration::from_millis(20)).await;
+        let fast = join_all((0..12).map(|_| pool.execute("SELECT 12", &[])));
+        let fast = within(
+            ctx,
+            Duration::from_secs(10),
+            "statements on the other connection",
+            fast,
+        )
+        .await;
+        assert!(fast.iter().all(|r| r.is_ok()));
+        assert_eq!(
+            pool.status().pipelined,
+            1,
+            "only the slow statement is left"
+        );
+        locker
+            .execute("SELECT pg_advisory_unlock(7)", &[])
+            .await
+            .unwrap();
+    };
+    let (slow, ()) = futures::join!(slow, rest);
+    slow.unwrap();
+    assert_eq!(pool.status().total, 2);
     assert_settled(ctx, &pool).await;
 }

@@ -10,6 +10,9 @@
 //! checkout takes only an idle connection without any, so a checked-out `Arc` is unique. Clones
 //! are made and dropped only under the pool lock.
 //!
+//! Pipelined statements go to the idle connection with the fewest in flight, skipping stalled
+//! ones (see [`PIPELINE_STALL`]).
+//!
 //! Fairness: callers are served oldest first. While anyone waits, a newcomer queues behind them
 //! even if it could pipeline onto a connection now; each freed connection or finished pipelined
 //! statement serves the queue from its front, and the first waiter that cannot be served stops
@@ -37,6 +40,11 @@ use crate::pool::{PoolConfig, PoolCounters, PoolStatus};
 /// that are idle again by the time they are ready (freed connections go to waiters first).
 pub(crate) const GROWTH_STEP: usize = 2;
 
+/// A connection with pipelined statements that has finished none of them for this long is
+/// stalled (a slow statement at the head of its pipeline, or a backend starved of CPU): new
+/// statements go to other connections or queue, rather than wait behind it.
+pub(crate) const PIPELINE_STALL: Duration = Duration::from_millis(5);
+
 static POOL_IDS: AtomicU64 = AtomicU64::new(1);
 
 pub(crate) struct PoolInner {
@@ -57,6 +65,8 @@ struct Idle {
     /// When it last became free; only shrinking reads it, so it is `None` without `auto_shrink`
     /// (no clock read on the hot path).
     since: Option<Instant>,
+    /// When its pipeline last moved: its first statement was sent or one finished.
+    progress: Option<Instant>,
 }
 
 impl Idle {
@@ -315,7 +325,11 @@ impl PoolInner {
     /// Makes `conn` free (most recently used) and serves the waiters it can serve.
     fn put_back(&self, st: &mut State, conn: Arc<Connection>, wake: &mut WakeList) {
         let since = self.config.auto_shrink.then(|| self.executor.now());
-        st.idle.push_back(Idle { conn, since });
+        st.idle.push_back(Idle {
+            conn,
+            since,
+            progress: None,
+        });
         self.dispatch(st, wake);
     }
 
@@ -359,11 +373,23 @@ impl PoolInner {
                 None
             }
             Want::Shared(depth) => {
+                let now = self.executor.now();
                 let best = st
                     .idle
-                    .iter()
-                    .filter(|i| i.shared() < depth && !i.conn.is_closed())
+                    .iter_mut()
+                    .filter(|i| {
+                        let n = i.shared();
+                        n < depth
+                            && !i.conn.is_closed()
+                            && (n == 0
+                                || i.progress.is_none_or(|p| {
+                                    now.saturating_duration_since(p) < PIPELINE_STALL
+                                }))
+                    })
                     .min_by_key(|i| i.shared())?;
+                if best.shared() == 0 {
+                    best.progress = Some(now);
+                }
                 let conn = Arc::clone(&best.conn);
                 st.shared_in_flight += 1;
                 Some(conn)
@@ -402,8 +428,12 @@ impl PoolInner {
     /// Ends a pipelined statement's share; the room it leaves serves the waiters.
     pub(crate) fn release_shared(self: &Arc<Self>, conn: Arc<Connection>) {
         let mut wake = WakeList::default();
+        let now = self.executor.now();
         let mut st = self.lock();
         st.shared_in_flight -= 1;
+        if let Some(idle) = st.idle.iter_mut().find(|i| Arc::ptr_eq(&i.conn, &conn)) {
+            idle.progress = Some(now);
+        }
         // The last share of a retired connection (or of one a closed pool let go) closes it,
         // outside the lock.
         let unused = Arc::try_unwrap(conn).ok();

@@ -312,12 +312,16 @@ impl PoolBuilder {
     /// callers. Transactions, statements that open one (`BEGIN`), and `getconn` stay exclusive;
     /// an exclusive caller only takes a connection no statement is pipelined on.
     ///
-    /// A statement goes to the free connection with the fewest statements in flight. When every
-    /// connection is full it queues with the other callers, first come first served: the room a
-    /// finished statement leaves goes to the oldest waiter, never to a newcomer, and an exclusive
-    /// caller at the head of the queue lets the pipelined statements drain.
+    /// A statement goes to the free connection with the fewest statements in flight, skipping a
+    /// connection that has finished none of its pipelined statements for 5 ms (a slow statement
+    /// holds its pipeline up; new statements then go elsewhere, or wait, and the pool grows up to
+    /// `max_size` for them). When no connection can take it, a statement queues with the other
+    /// callers, first come first served: the room a finished statement leaves goes to the oldest
+    /// waiter, never to a newcomer, and an exclusive caller at the head of the queue lets the
+    /// pipelined statements drain.
     ///
-    /// Trade-offs: a slow statement delays the statements pipelined behind it on its connection;
+    /// Trade-offs: a statement can still be sent behind one that turns out to be slow, and waits
+    /// for it;
     /// a pipelined statement whose future is dropped still runs to completion on the server; and
     /// a statement that exceeds `statement_timeout` is cancelled only when it was alone on its
     /// connection (a cancel request cannot pick one statement), while its connection is retired
