@@ -17,7 +17,10 @@
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::Shutdown;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+#[cfg(unix)]
+use std::os::fd::{AsFd as AsSocket, AsRawFd, RawFd};
+#[cfg(windows)]
+use std::os::windows::io::AsSocket;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -37,7 +40,7 @@ pub(crate) struct AsyncIoStream<T> {
     write_ready: bool,
 }
 
-impl<T: AsFd> AsyncIoStream<T> {
+impl<T: AsSocket> AsyncIoStream<T> {
     /// Wraps a registered socket.
     pub(crate) fn new(io: Arc<Async<T>>) -> AsyncIoStream<T> {
         AsyncIoStream {
@@ -52,7 +55,7 @@ impl<T: AsFd> AsyncIoStream<T> {
     }
 }
 
-impl<T: AsFd> AsyncRead for AsyncIoStream<T> {
+impl<T: AsSocket> AsyncRead for AsyncIoStream<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -92,7 +95,7 @@ impl<T: AsFd> AsyncRead for AsyncIoStream<T> {
     }
 }
 
-impl<T: AsFd> AsyncWrite for AsyncIoStream<T> {
+impl<T: AsSocket> AsyncWrite for AsyncIoStream<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -124,6 +127,7 @@ impl<T: AsFd> AsyncWrite for AsyncIoStream<T> {
     }
 }
 
+#[cfg(unix)]
 impl<T: AsRawFd> AsRawFd for AsyncIoStream<T> {
     fn as_raw_fd(&self) -> RawFd {
         self.io.as_raw_fd()
