@@ -2,7 +2,8 @@
 //!
 //! [`AsyncStdExecutor`] implements [`momoko_core::Executor`] with async-std's tasks, timers and
 //! sockets. No tokio runtime is started or needed: tokio-postgres only uses tokio's I/O *traits*,
-//! and async-std's streams are adapted to them with `tokio_util::compat`.
+//! and async-std's sockets (registered with async-std's reactor, async-io) are driven through
+//! them by a small adapter (no `tokio_util::compat`; see `stream.rs` for why).
 //!
 //! async-std is discontinued upstream (its maintainers recommend smol; see RUSTSEC-2025-0052).
 //! This backend stays for applications that still run on it; new applications should prefer
@@ -21,8 +22,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_io::Async;
 use momoko_core::{BoxFuture, Connection, Executor, PlainSocket, Socket, TcpSocket};
-use tokio_util::compat::FuturesAsyncReadCompatExt;
+
+mod stream;
+
+use stream::AsyncIoStream;
 
 /// Runs momoko on async-std.
 #[derive(Debug, Clone, Copy, Default)]
@@ -58,7 +63,11 @@ impl Executor for AsyncStdExecutor {
     ) -> BoxFuture<'a, io::Result<Box<dyn Socket>>> {
         Box::pin(async move {
             let stream = async_std::net::TcpStream::connect((host, port)).await?;
-            Ok(Box::new(TcpSocket(stream.compat())) as Box<dyn Socket>)
+            // Out of async-std's wrapper and back into the same reactor (async-io) as a bare
+            // `Async` for the adapter.
+            let stream = Async::new(std::net::TcpStream::try_from(stream)?)?;
+            let stream = AsyncIoStream::new(Arc::new(stream));
+            Ok(Box::new(TcpSocket(stream)) as Box<dyn Socket>)
         })
     }
 
@@ -67,7 +76,9 @@ impl Executor for AsyncStdExecutor {
             #[cfg(unix)]
             {
                 let stream = async_std::os::unix::net::UnixStream::connect(path).await?;
-                Ok(Box::new(PlainSocket(stream.compat())) as Box<dyn Socket>)
+                let stream = std::os::unix::net::UnixStream::try_from(stream)?;
+                let stream = AsyncIoStream::new(Arc::new(Async::new(stream)?));
+                Ok(Box::new(PlainSocket(stream)) as Box<dyn Socket>)
             }
             #[cfg(not(unix))]
             {

@@ -29,6 +29,8 @@ use pgbench::Pgbench;
 /// How each contender is set up, for the report.
 fn notes(opts: &Options) -> Vec<String> {
     let smol_threads = std::env::var("SMOL_THREADS").unwrap_or_else(|_| "1".into());
+    let async_std_threads =
+        std::env::var("ASYNC_STD_THREAD_COUNT").unwrap_or_else(|_| "the CPU count".into());
     let all = [
         "momoko-*: `Pool::builder(dsn, executor).size(n).max_size(n).connect()`, \
          `pool.execute(sql, params)` (statements prepared and cached per connection by momoko; \
@@ -39,10 +41,12 @@ fn notes(opts: &Options) -> Vec<String> {
             .to_owned(),
         "momoko-tokio, momoko-pipelined, deadpool-postgres, bb8-postgres, sqlx and tokio-postgres-raw share one \
          tokio multi-threaded runtime (worker threads = CPUs); momoko-async-std uses async-std's \
-         global executor; momoko-smol uses smol's global executor with SMOL_THREADS="
+         global executor with ASYNC_STD_THREAD_COUNT="
             .to_owned()
+            + &async_std_threads
+            + "; momoko-smol uses smol's global executor with SMOL_THREADS="
             + &smol_threads
-            + ".",
+            + " (both plus async-io's mostly idle fallback reactor thread).",
         "deadpool-postgres 0.14: `Manager::from_config(.., ManagerConfig::default())` \
          (RecyclingMethod::Fast), `max_size(n)`, `client.prepare_cached(sql)` then \
          `query`/`execute`; all n connections opened before the clock starts."
@@ -237,11 +241,17 @@ fn main() -> Result<(), BoxError> {
         }
         Parsed::Run(opts) => *opts,
     };
-    // smol's global executor runs on SMOL_THREADS threads (1 by default); give it as many as
-    // tokio's multi-threaded runtime gets, unless the caller chose. Set before any thread starts.
-    if std::env::var_os("SMOL_THREADS").is_none() {
-        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-        std::env::set_var("SMOL_THREADS", n.to_string());
+    // Every runtime gets as many executor threads as tokio's multi-threaded runtime (the CPU
+    // count), unless the caller chose. smol's global executor defaults to 1 thread
+    // (SMOL_THREADS); async-std's already defaults to the CPU count (ASYNC_STD_THREAD_COUNT), set
+    // here too so the report states it. Both also start async-io's fallback reactor thread
+    // ("async-io"), which only polls when no executor thread does (their executor threads drive
+    // the reactor themselves through `async_io::block_on`). Set before any thread starts.
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for var in ["SMOL_THREADS", "ASYNC_STD_THREAD_COUNT"] {
+        if std::env::var_os(var).is_none() {
+            std::env::set_var(var, n.to_string());
+        }
     }
     run(opts)
 }

@@ -1,8 +1,9 @@
 //! The smol backend of momoko.
 //!
 //! [`SmolExecutor`] implements [`momoko_core::Executor`] with smol: tasks on smol's global
-//! executor, `smol::Timer`, and `smol::net` sockets adapted to tokio's I/O traits with
-//! `tokio_util::compat`. No tokio runtime is started or needed.
+//! executor, `smol::Timer`, and `smol::net` sockets registered with smol's reactor (async-io)
+//! and driven through tokio's I/O traits by a small adapter (no `tokio_util::compat`; see
+//! `stream.rs` for why). No tokio runtime is started or needed.
 //!
 //! ```no_run
 //! # async fn demo() -> momoko_core::Result<()> {
@@ -18,7 +19,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use momoko_core::{BoxFuture, Connection, Executor, PlainSocket, Socket, TcpSocket};
-use tokio_util::compat::FuturesAsyncReadCompatExt;
+
+mod stream;
+
+use stream::AsyncIoStream;
 
 /// Runs momoko on smol's global executor.
 #[derive(Debug, Clone, Copy, Default)]
@@ -56,7 +60,8 @@ impl Executor for SmolExecutor {
     ) -> BoxFuture<'a, io::Result<Box<dyn Socket>>> {
         Box::pin(async move {
             let stream = smol::net::TcpStream::connect((host, port)).await?;
-            Ok(Box::new(TcpSocket(stream.compat())) as Box<dyn Socket>)
+            let stream = AsyncIoStream::new(stream.into());
+            Ok(Box::new(TcpSocket(stream)) as Box<dyn Socket>)
         })
     }
 
@@ -65,7 +70,8 @@ impl Executor for SmolExecutor {
             #[cfg(unix)]
             {
                 let stream = smol::net::unix::UnixStream::connect(path).await?;
-                Ok(Box::new(PlainSocket(stream.compat())) as Box<dyn Socket>)
+                let stream = AsyncIoStream::new(stream.into());
+                Ok(Box::new(PlainSocket(stream)) as Box<dyn Socket>)
             }
             #[cfg(not(unix))]
             {
