@@ -3,7 +3,7 @@
 //! [`AsyncStdExecutor`] implements [`momoko_core::Executor`] with async-std's tasks, timers and
 //! sockets. No tokio runtime is started or needed: tokio-postgres only uses tokio's I/O *traits*,
 //! and async-std's sockets (registered with async-std's reactor, async-io) are driven through
-//! them by a small adapter (no `tokio_util::compat`; see `stream.rs` for why).
+//! them by a small adapter (no `tokio_util::compat`; see `momoko_core::AsyncIoStream` for why).
 //!
 //! async-std is discontinued upstream (its maintainers recommend smol; see RUSTSEC-2025-0052).
 //! This backend stays for applications that still run on it; new applications should prefer
@@ -23,11 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_io::Async;
-use momoko_core::{BoxFuture, Connection, Executor, PlainSocket, Socket, TcpSocket};
-
-mod stream;
-
-use stream::AsyncIoStream;
+use momoko_core::{AsyncIoStream, BoxFuture, Connection, Executor, PlainSocket, Socket, TcpSocket};
 
 /// Runs momoko on async-std.
 #[derive(Debug, Clone, Copy, Default)]

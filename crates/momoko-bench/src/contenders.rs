@@ -50,6 +50,8 @@ pub(crate) const MOMOKO_VARIANTS: &[MomokoVariant] = &[
     MomokoVariant { name: "momoko-async-std", runtime: Runtime::AsyncStd, tune: untuned },
     MomokoVariant { name: "momoko-smol", runtime: Runtime::Smol, tune: untuned },
     MomokoVariant { name: "momoko-pipelined", runtime: Runtime::Tokio, tune: |b| b.pipeline(32) },
+    MomokoVariant { name: "momoko-p4", runtime: Runtime::Tokio, tune: |b| b.pipeline(4) },
+    MomokoVariant { name: "momoko-p8", runtime: Runtime::Tokio, tune: |b| b.pipeline(8) },
 ];
 
 /// Who runs.

@@ -10,6 +10,8 @@
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+#[cfg(feature = "async-io")]
+mod async_io;
 mod config;
 mod connect;
 mod connection;
@@ -21,6 +23,8 @@ mod pool;
 mod sql;
 mod tls;
 
+#[cfg(feature = "async-io")]
+pub use async_io::AsyncIoStream;
 pub use config::ConnectOptions;
 pub use connection::{Connection, Param, Query};
 pub use cursor::{Column, ColumnIndex, Cursor};

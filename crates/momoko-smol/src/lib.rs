@@ -3,7 +3,7 @@
 //! [`SmolExecutor`] implements [`momoko_core::Executor`] with smol: tasks on smol's global
 //! executor, `smol::Timer`, and `smol::net` sockets registered with smol's reactor (async-io)
 //! and driven through tokio's I/O traits by a small adapter (no `tokio_util::compat`; see
-//! `stream.rs` for why). No tokio runtime is started or needed.
+//! `momoko_core::AsyncIoStream` for why). No tokio runtime is started or needed.
 //!
 //! ```no_run
 //! # async fn demo() -> momoko_core::Result<()> {
@@ -18,11 +18,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use momoko_core::{BoxFuture, Connection, Executor, PlainSocket, Socket, TcpSocket};
-
-mod stream;
-
-use stream::AsyncIoStream;
+use momoko_core::{AsyncIoStream, BoxFuture, Connection, Executor, PlainSocket, Socket, TcpSocket};
 
 /// Runs momoko on smol's global executor.
 #[derive(Debug, Clone, Copy, Default)]

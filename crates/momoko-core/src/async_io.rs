@@ -1,4 +1,5 @@
-//! tokio's I/O traits straight over async-io's [`Async`], without `tokio_util::compat`.
+//! tokio's I/O traits straight over async-io's [`Async`], without `tokio_util::compat` (the
+//! `async-io` feature; the smol and async-std backends use it).
 //!
 //! `Async<T>`'s own `futures-io` impls, and compat on top of them, cost three system calls per
 //! round trip that tokio's streams do not make:
@@ -31,7 +32,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// A non-blocking socket registered with async-io's reactor, speaking tokio's I/O traits.
 #[derive(Debug)]
-pub(crate) struct AsyncIoStream<T> {
+pub struct AsyncIoStream<T> {
     io: Arc<Async<T>>,
     /// `false` once a read came back short or `WouldBlock`: wait for a readiness event before
     /// the next `recv`.
@@ -41,8 +42,18 @@ pub(crate) struct AsyncIoStream<T> {
 }
 
 impl<T: AsSocket> AsyncIoStream<T> {
-    /// Wraps a registered socket.
-    pub(crate) fn new(io: Arc<Async<T>>) -> AsyncIoStream<T> {
+    /// Wraps a socket registered with async-io's reactor.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> std::io::Result<()> {
+    /// use std::sync::Arc;
+    /// use momoko_core::{AsyncIoStream, Socket, TcpSocket};
+    ///
+    /// let stream = async_io::Async::<std::net::TcpStream>::connect(([127, 0, 0, 1], 5432)).await?;
+    /// let socket: Box<dyn Socket> = Box::new(TcpSocket(AsyncIoStream::new(Arc::new(stream))));
+    /// # Ok(()) }
+    /// ```
+    pub fn new(io: Arc<Async<T>>) -> AsyncIoStream<T> {
         AsyncIoStream {
             io,
             read_ready: true,
