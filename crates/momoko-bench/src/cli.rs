@@ -20,6 +20,7 @@ USAGE: momoko-bench [OPTIONS]
   --reps <n>            repetitions of every cell; the median is reported (default 3)
   --out <dir>           results folder (default ./bench-results of the workspace)
   --contenders <list>   comma-separated, from: {contenders}
+                        (default: all but momoko-pipelined-4 and -8, the depth study)
   --workloads <list>    comma-separated, from: select1, point-read, insert
   --transports <list>   comma-separated, from: tcp, unix
   --concurrency <list>  tasks, e.g. 1,16,64,256
@@ -260,7 +261,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Bo
             None if smoke => None,
             None => Some(default_out_dir()),
         },
-        contenders: contenders.unwrap_or_else(ContenderId::all),
+        contenders: contenders.unwrap_or_else(ContenderId::standard),
         cells,
         smoke,
         matrix,

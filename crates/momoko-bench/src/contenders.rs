@@ -36,6 +36,8 @@ pub(crate) struct MomokoVariant {
     pub(crate) runtime: Runtime,
     /// Extra builder settings (e.g. `|b| b.pipeline(32)`).
     pub(crate) tune: fn(PoolBuilder) -> PoolBuilder,
+    /// Runs without `--contenders` (the others only when named).
+    pub(crate) standard: bool,
 }
 
 /// Leaves the builder as it is.
@@ -43,15 +45,16 @@ fn untuned(builder: PoolBuilder) -> PoolBuilder {
     builder
 }
 
-/// The momoko contenders; a new pool mode is one more line here.
+/// The momoko contenders; a new pool mode is one more line here. The pipelining depth study
+/// (`momoko-pipelined-4`, `-8`) runs only when named with `--contenders`.
 #[rustfmt::skip]
 pub(crate) const MOMOKO_VARIANTS: &[MomokoVariant] = &[
-    MomokoVariant { name: "momoko-tokio", runtime: Runtime::Tokio, tune: untuned },
-    MomokoVariant { name: "momoko-async-std", runtime: Runtime::AsyncStd, tune: untuned },
-    MomokoVariant { name: "momoko-smol", runtime: Runtime::Smol, tune: untuned },
-    MomokoVariant { name: "momoko-pipelined", runtime: Runtime::Tokio, tune: |b| b.pipeline(32) },
-    MomokoVariant { name: "momoko-p4", runtime: Runtime::Tokio, tune: |b| b.pipeline(4) },
-    MomokoVariant { name: "momoko-p8", runtime: Runtime::Tokio, tune: |b| b.pipeline(8) },
+    MomokoVariant { name: "momoko-tokio", runtime: Runtime::Tokio, tune: untuned, standard: true },
+    MomokoVariant { name: "momoko-async-std", runtime: Runtime::AsyncStd, tune: untuned, standard: true },
+    MomokoVariant { name: "momoko-smol", runtime: Runtime::Smol, tune: untuned, standard: true },
+    MomokoVariant { name: "momoko-pipelined", runtime: Runtime::Tokio, tune: |b| b.pipeline(32), standard: true },
+    MomokoVariant { name: "momoko-pipelined-4", runtime: Runtime::Tokio, tune: |b| b.pipeline(4), standard: false },
+    MomokoVariant { name: "momoko-pipelined-8", runtime: Runtime::Tokio, tune: |b| b.pipeline(8), standard: false },
 ];
 
 /// Who runs.
@@ -73,6 +76,17 @@ pub(crate) enum ContenderId {
 }
 
 impl ContenderId {
+    /// The contenders that run without `--contenders`, in the default order.
+    pub(crate) fn standard() -> Vec<ContenderId> {
+        ContenderId::all()
+            .into_iter()
+            .filter(|c| match c {
+                ContenderId::Momoko(i) => MOMOKO_VARIANTS.get(*i).is_some_and(|v| v.standard),
+                _ => true,
+            })
+            .collect()
+    }
+
     /// Every contender, in the default order.
     pub(crate) fn all() -> Vec<ContenderId> {
         let mut all: Vec<ContenderId> = (0..MOMOKO_VARIANTS.len())
