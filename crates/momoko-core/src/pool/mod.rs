@@ -806,12 +806,11 @@ impl Pool {
 /// to the next user of the connection (`BEGIN`, `START TRANSACTION`).
 fn opens_transaction(sql: &str) -> bool {
     let s = sql.trim_start();
-    let word: String = s
-        .chars()
-        .take_while(char::is_ascii_alphabetic)
-        .collect::<String>()
-        .to_ascii_uppercase();
-    word == "BEGIN" || word == "START"
+    let end = s
+        .find(|c: char| !c.is_ascii_alphabetic())
+        .unwrap_or(s.len());
+    let word = &s[..end];
+    word.eq_ignore_ascii_case("BEGIN") || word.eq_ignore_ascii_case("START")
 }
 
 /// One pipelined statement's share of a free connection; ends the share when dropped.
@@ -1000,5 +999,8 @@ mod tests {
         assert!(opens_transaction("START TRANSACTION"));
         assert!(!opens_transaction("SELECT 'BEGIN'"));
         assert!(!opens_transaction("BEGINNING"));
+        assert!(opens_transaction("BEGIN;"));
+        assert!(!opens_transaction(""));
+        assert!(!opens_transaction("SELECT 1"));
     }
 }
