@@ -160,6 +160,7 @@ macro_rules! __for_each_case {
                 exclusive_caller_waits_for_pipelined_statements,
                 pipelined_waiters_keep_their_turn,
                 pipelining_avoids_a_stalled_connection,
+                sequential_statements_rotate_over_connections,
             ],
             faults: [
                 restart_fast_while_idle_heals,

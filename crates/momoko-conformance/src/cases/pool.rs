@@ -876,3 +876,19 @@ pub async fn pipelining_avoids_a_stalled_connection(ctx: &Ctx) {
     assert_eq!(pool.status().total, 2);
     assert_settled(ctx, &pool).await;
 }
+
+/// Sequential statements rotate over the free connections (least recently used first) when the
+/// pool does not shrink, so each finds a backend that settled since its last statement.
+pub async fn sequential_statements_rotate_over_connections(ctx: &Ctx) {
+    let pool = builder(ctx).size(3).connect().await.unwrap();
+    let mut pids = Vec::new();
+    for _ in 0..6 {
+        let c = pool.execute("SELECT pg_backend_pid()", &[]).await.unwrap();
+        pids.push(c.scalar::<i32>().unwrap());
+    }
+    let distinct: HashSet<i32> = pids.iter().copied().collect();
+    assert_eq!(distinct.len(), 3, "{pids:?}");
+    assert_eq!(pids[..3], pids[3..], "the same order each round: {pids:?}");
+    assert_eq!(pool.status().total, 3, "rotation never stretches");
+    assert_settled(ctx, &pool).await;
+}

@@ -322,7 +322,8 @@ impl PoolInner {
         }
     }
 
-    /// Makes `conn` free (most recently used) and serves the waiters it can serve.
+    /// Makes `conn` free (the most recently used, at the back) and serves the waiters it can
+    /// serve.
     fn put_back(&self, st: &mut State, conn: Arc<Connection>, wake: &mut WakeList) {
         let since = self.config.auto_shrink.then(|| self.executor.now());
         st.idle.push_back(Idle {
@@ -359,8 +360,16 @@ impl PoolInner {
     fn take(&self, st: &mut State, want: Want) -> Option<Arc<Connection>> {
         match want {
             Want::Exclusive => {
-                // Most recently used first, skipping connections that pipelined statements use.
-                while let Some(pos) = st.idle.iter().rposition(|i| i.shared() == 0) {
+                // Skipping connections that pipelined statements use: the least recently used
+                // (sequential callers rotate over the connections, so each statement finds a
+                // backend that has settled since its last one), or, when idle extras are to be
+                // shrunk, the most recently used (so the extras stay idle), as Momoko does.
+                let free = |i: &Idle| i.shared() == 0;
+                while let Some(pos) = if self.config.auto_shrink {
+                    st.idle.iter().rposition(free)
+                } else {
+                    st.idle.iter().position(free)
+                } {
                     let idle = st.idle.remove(pos)?;
                     if idle.conn.is_closed() {
                         bump(&self.counters.discarded);

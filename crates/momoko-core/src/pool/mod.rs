@@ -259,6 +259,11 @@ impl PoolBuilder {
 
     /// Whether idle connections above `size` are closed once idle for `shrink_delay`. Defaults to
     /// false.
+    ///
+    /// It also sets the checkout order: with shrinking, the most recently used free connection is
+    /// taken (as in Momoko), so extras stay idle and age; without, the least recently used, so
+    /// sequential callers rotate over the connections (faster: each statement meets a backend
+    /// that has settled since its previous one).
     pub fn auto_shrink(mut self, on: bool) -> PoolBuilder {
         self.config.auto_shrink = on;
         self
