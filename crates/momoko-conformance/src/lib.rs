@@ -161,6 +161,7 @@ macro_rules! __for_each_case {
                 pipelined_waiters_keep_their_turn,
                 pipelining_avoids_a_stalled_connection,
                 sequential_statements_rotate_over_connections,
+                sequential_pipelined_statements_rotate,
             ],
             faults: [
                 restart_fast_while_idle_heals,

@@ -880,7 +880,21 @@ pub async fn pipelining_avoids_a_stalled_connection(ctx: &Ctx) {
 /// Sequential statements rotate over the free connections (least recently used first) when the
 /// pool does not shrink, so each finds a backend that settled since its last statement.
 pub async fn sequential_statements_rotate_over_connections(ctx: &Ctx) {
-    let pool = builder(ctx).size(3).connect().await.unwrap();
+    rotation(ctx, 1).await;
+}
+
+/// The same with pipelining on: a statement alone on the pool is placed like a checkout.
+pub async fn sequential_pipelined_statements_rotate(ctx: &Ctx) {
+    rotation(ctx, 4).await;
+}
+
+async fn rotation(ctx: &Ctx, depth: usize) {
+    let pool = builder(ctx)
+        .size(3)
+        .pipeline(depth)
+        .connect()
+        .await
+        .unwrap();
     let mut pids = Vec::new();
     for _ in 0..6 {
         let c = pool.execute("SELECT pg_backend_pid()", &[]).await.unwrap();

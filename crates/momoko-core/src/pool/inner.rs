@@ -383,19 +383,25 @@ impl PoolInner {
             }
             Want::Shared(depth) => {
                 let now = self.executor.now();
-                let best = st
-                    .idle
-                    .iter_mut()
-                    .filter(|i| {
-                        let n = i.shared();
-                        n < depth
-                            && !i.conn.is_closed()
-                            && (n == 0
-                                || i.progress.is_none_or(|p| {
-                                    now.saturating_duration_since(p) < PIPELINE_STALL
-                                }))
-                    })
-                    .min_by_key(|i| i.shared())?;
+                let room = |i: &&mut Idle| {
+                    let n = i.shared();
+                    n < depth
+                        && !i.conn.is_closed()
+                        && (n == 0
+                            || i.progress
+                                .is_none_or(|p| now.saturating_duration_since(p) < PIPELINE_STALL))
+                };
+                // The fewest statements in flight; among equals, the same order as exclusive
+                // checkouts (least recently used first, or most recently used with shrinking).
+                let best = if self.config.auto_shrink {
+                    st.idle
+                        .iter_mut()
+                        .rev()
+                        .filter(room)
+                        .min_by_key(|i| i.shared())?
+                } else {
+                    st.idle.iter_mut().filter(room).min_by_key(|i| i.shared())?
+                };
                 if best.shared() == 0 {
                     best.progress = Some(now);
                 }
@@ -440,8 +446,21 @@ impl PoolInner {
         let now = self.executor.now();
         let mut st = self.lock();
         st.shared_in_flight -= 1;
-        if let Some(idle) = st.idle.iter_mut().find(|i| Arc::ptr_eq(&i.conn, &conn)) {
-            idle.progress = Some(now);
+        if let Some(pos) = st.idle.iter().position(|i| Arc::ptr_eq(&i.conn, &conn)) {
+            // The idle list's reference plus this one: its last statement just finished.
+            let last = Arc::strong_count(&conn) == 2;
+            if let Some(idle) = st.idle.get_mut(pos) {
+                idle.progress = Some(now);
+                if last && self.config.auto_shrink {
+                    idle.since = Some(now);
+                }
+            }
+            if last {
+                // It becomes the most recently used free connection, as after a checkout.
+                if let Some(idle) = st.idle.remove(pos) {
+                    st.idle.push_back(idle);
+                }
+            }
         }
         // The last share of a retired connection (or of one a closed pool let go) closes it,
         // outside the lock.
