@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use futures::future::join_all;
-use momoko_core::{Pool, PoolBuilder, RetryPolicy};
+use momoko_core::{Connection, Pool, PoolBuilder, RetryPolicy};
 
 use crate::support::{assert_settled, eventually, scalar, within};
 use crate::Ctx;
@@ -750,6 +750,30 @@ pub async fn exclusive_caller_waits_for_pipelined_statements(ctx: &Ctx) {
     assert_settled(ctx, &pool).await;
 }
 
+/// Waits (bounded, 15 s) until `n` statements of the case's database wait for an advisory lock,
+/// asking through `observer`.
+async fn await_lock_waiters(ctx: &Ctx, observer: &Connection, n: i32) {
+    let waiting = || {
+        scalar::<i32>(
+            observer,
+            "SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[],
+        )
+    };
+    for _ in 0..1500 {
+        if waiting().await == n {
+            return;
+        }
+        ctx.sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        waiting().await,
+        n,
+        "statements waiting for an advisory lock"
+    );
+}
+
 /// Pipelined statements that had to queue keep their turn: the room a finished statement leaves
 /// goes to the oldest waiter, and a newcomer queues behind it instead of overtaking it.
 pub async fn pipelined_waiters_keep_their_turn(ctx: &Ctx) {
@@ -759,15 +783,6 @@ pub async fn pipelined_waiters_keep_their_turn(ctx: &Ctx) {
         .execute("SELECT pg_advisory_lock(1), pg_advisory_lock(2)", &[])
         .await
         .unwrap();
-    let blocked = || async {
-        scalar::<i32>(
-            &locker,
-            "SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
-             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-            &[],
-        )
-        .await
-    };
     let stage = AtomicU32::new(0);
     let finished = Mutex::new(Vec::new());
     let run = |name: &'static str, after: u32, sql: &'static str| {
@@ -785,13 +800,7 @@ pub async fn pipelined_waiters_keep_their_turn(ctx: &Ctx) {
         // x and y start together, so y is pipelined right behind x (a connection stuck for
         // longer takes no new statements); x waits on the server for lock 1, and the
         // connection is full.
-        for _ in 0..1500 {
-            if blocked().await == 1 {
-                break;
-            }
-            ctx.sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(blocked().await, 1, "x waits for lock 1");
+        await_lock_waiters(ctx, &locker, 1).await;
         assert_eq!(pool.status().pipelined, 2, "y is pipelined behind x");
         stage.store(2, Ordering::SeqCst);
         eventually(ctx, "c queued", || pool.status().waiting == 1).await;
@@ -836,19 +845,7 @@ pub async fn pipelining_avoids_a_stalled_connection(ctx: &Ctx) {
         .unwrap();
     let slow = pool.execute("SELECT pg_advisory_xact_lock(7)", &[]);
     let rest = async {
-        for _ in 0..1500 {
-            let waiting: i32 = scalar(
-                &locker,
-                "SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
-                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-                &[],
-            )
-            .await;
-            if waiting == 1 {
-                break;
-            }
-            ctx.sleep(Duration::from_millis(10)).await;
-        }
+        await_lock_waiters(ctx, &locker, 1).await;
         // The stall rule is about time: let the slow statement's connection be stuck for longer
         // than it allows.
         ctx.sleep(Duration::from_millis(20)).await;
