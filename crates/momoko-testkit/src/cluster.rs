@@ -185,6 +185,14 @@ fn which(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// `program` in the highest `/usr/lib/postgresql/<N>/bin` that has it.
+fn in_versioned_bin_dirs(program: &str) -> Option<PathBuf> {
+    versioned_bin_dirs()
+        .into_iter()
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
 /// `/usr/lib/postgresql/<N>/bin`, highest N first.
 fn versioned_bin_dirs() -> Vec<PathBuf> {
     let mut dirs: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
@@ -208,12 +216,7 @@ fn find_psql(bindir: Option<&Path>) -> io::Result<PathBuf> {
         .map(|d| d.join("psql"))
         .filter(|p| p.is_file())
         .or_else(|| which("psql"))
-        .or_else(|| {
-            versioned_bin_dirs()
-                .into_iter()
-                .map(|d| d.join("psql"))
-                .find(|p| p.is_file())
-        })
+        .or_else(|| in_versioned_bin_dirs("psql"))
         .ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::NotFound,
@@ -224,12 +227,7 @@ fn find_psql(bindir: Option<&Path>) -> io::Result<PathBuf> {
 
 fn find_bins() -> io::Result<Bins> {
     let initdb = which("initdb")
-        .or_else(|| {
-            versioned_bin_dirs()
-                .into_iter()
-                .map(|d| d.join("initdb"))
-                .find(|p| p.is_file())
-        })
+        .or_else(|| in_versioned_bin_dirs("initdb"))
         .ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::NotFound,
