@@ -93,18 +93,7 @@ fn seconds(flag: &str, value: &str) -> Result<Duration, BoxError> {
 fn standard_cells() -> Vec<Cell> {
     let mut cells = Vec::new();
     let mut add = |workload, transports: &[Transport], conns, tasks: &[usize]| {
-        for &transport in transports {
-            for &concurrency in tasks {
-                cells.push(Cell {
-                    group: Group {
-                        workload,
-                        transport,
-                        conns,
-                    },
-                    concurrency,
-                });
-            }
-        }
+        cells.extend(product(&[workload], transports, &[conns], tasks));
     };
     let both = [Transport::Tcp, Transport::Unix];
     add(Workload::Select1, &both, 8, &[1, 16, 64, 256]);
