@@ -56,6 +56,11 @@ impl Ctx {
             .expect("the test cluster has a Unix socket (unset DATABASE_URL to use one)")
     }
 
+    /// A pool builder for the case's database over TCP, on the executor under test.
+    pub fn pool_builder(&self) -> momoko_core::PoolBuilder {
+        momoko_core::Pool::builder(&self.dsn(), self.executor.clone())
+    }
+
     /// A standalone connection to the case's database over TCP.
     pub async fn connect(&self) -> momoko_core::Connection {
         momoko_core::Connection::connect(&self.dsn(), self.executor.clone())

@@ -59,6 +59,19 @@ where
         .unwrap_or_else(|e| panic!("reading the result of {sql}: {e}"))
 }
 
+/// The server process id of `conn`'s session.
+pub(crate) async fn backend_pid(conn: &Connection) -> i32 {
+    scalar(conn, "SELECT pg_backend_pid()", &[]).await
+}
+
+/// The server process id of the session the pool's next statement runs on.
+pub(crate) async fn pool_pid(pool: &Pool) -> i32 {
+    pool.execute("SELECT pg_backend_pid()", &[])
+        .await
+        .and_then(|c| c.scalar::<i32>())
+        .unwrap_or_else(|e| panic!("SELECT pg_backend_pid() on the pool: {e}"))
+}
+
 /// A port on 127.0.0.1 on which nothing listens (bound, then released).
 pub(crate) fn dead_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a TCP port");

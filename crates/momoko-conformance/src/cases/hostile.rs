@@ -14,7 +14,7 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 
-use crate::support::{assert_settled, within};
+use crate::support::{assert_settled, backend_pid, pool_pid, within};
 use crate::Ctx;
 
 // ---------------------------------------------------------------------------------------------
@@ -263,7 +263,8 @@ pub async fn malformed_dsns_and_unknown_hosts(ctx: &Ctx) {
 /// (or server errors when only the server can tell); transactions are rolled back, and the pool
 /// stays usable without losing a connection.
 pub async fn wrong_parameters_everywhere(ctx: &Ctx) {
-    let pool = Pool::builder(&ctx.dsn(), ctx.executor.clone())
+    let pool = ctx
+        .pool_builder()
         .size(2)
         .connect()
         .await
@@ -406,12 +407,7 @@ pub async fn wrong_parameters_everywhere(ctx: &Ctx) {
 
     // A held connection.
     let conn = pool.getconn().await.expect("getconn");
-    let pid: i32 = conn
-        .execute("SELECT pg_backend_pid()", &[])
-        .await
-        .expect("pid")
-        .scalar()
-        .expect("an int");
+    let pid: i32 = backend_pid(&conn).await;
     expect_parameter(
         conn.execute("SELECT $1::int4", &[&"x"]).await,
         "a held connection with a wrong type",
@@ -420,12 +416,7 @@ pub async fn wrong_parameters_everywhere(ctx: &Ctx) {
         conn.callproc("wp_add", &[&1i32, &"x"]).await,
         "callproc on a held connection",
     );
-    let same: i32 = conn
-        .execute("SELECT pg_backend_pid()", &[])
-        .await
-        .expect("the held connection still works")
-        .scalar()
-        .expect("an int");
+    let same: i32 = backend_pid(&conn).await;
     assert_eq!(same, pid);
     drop(conn);
     assert_usable(ctx, &pool, opened, "errors on a held connection").await;
@@ -435,7 +426,8 @@ pub async fn wrong_parameters_everywhere(ctx: &Ctx) {
 /// transactions are rolled back, a held connection left in a failed transaction is cleaned up
 /// before reuse, and no SQL error costs a connection.
 pub async fn sql_errors_in_every_method(ctx: &Ctx) {
-    let pool = Pool::builder(&ctx.dsn(), ctx.executor.clone())
+    let pool = ctx
+        .pool_builder()
         .size(1)
         .connect()
         .await
@@ -444,12 +436,7 @@ pub async fn sql_errors_in_every_method(ctx: &Ctx) {
         .await
         .expect("create table");
     let opened = 1;
-    let pid: i32 = pool
-        .execute("SELECT pg_backend_pid()", &[])
-        .await
-        .expect("pid")
-        .scalar()
-        .expect("an int");
+    let pid: i32 = pool_pid(&pool).await;
 
     let cases: [(&str, SqlState, DbErrorClass, &str); 5] = [
         (
@@ -585,12 +572,7 @@ pub async fn sql_errors_in_every_method(ctx: &Ctx) {
     assert_eq!(e.db_class(), Some(DbErrorClass::Internal));
     drop(conn);
     let conn = pool.getconn().await.expect("getconn again");
-    let same: i32 = conn
-        .execute("SELECT pg_backend_pid()", &[])
-        .await
-        .expect("the returned connection works")
-        .scalar()
-        .expect("an int");
+    let same: i32 = backend_pid(&conn).await;
     assert_eq!(same, pid, "the same connection was kept, not discarded");
     // SAVEPOINT fails with 25P01 exactly when no transaction block is open.
     expect_db(
@@ -609,7 +591,8 @@ pub async fn sql_errors_in_every_method(ctx: &Ctx) {
 /// A `transaction_with` body that swallows a server error and returns `Ok` must not be reported
 /// as committed: PostgreSQL answers the `COMMIT` of an aborted transaction with a `ROLLBACK`.
 pub async fn swallowed_error_is_not_a_commit(ctx: &Ctx) {
-    let pool = Pool::builder(&ctx.dsn(), ctx.executor.clone())
+    let pool = ctx
+        .pool_builder()
         .size(1)
         .connect()
         .await
@@ -638,7 +621,8 @@ pub async fn swallowed_error_is_not_a_commit(ctx: &Ctx) {
 /// server's `22021` when the bytes reach it; SQL text with a NUL byte is refused without being
 /// taken for a lost connection; bytea holds NUL bytes fine. The connection survives every time.
 pub async fn nul_bytes_rejected(ctx: &Ctx) {
-    let pool = Pool::builder(&ctx.dsn(), ctx.executor.clone())
+    let pool = ctx
+        .pool_builder()
         .size(1)
         .connect()
         .await
@@ -653,12 +637,7 @@ pub async fn nul_bytes_rejected(ctx: &Ctx) {
     .await
     .expect("create function");
     let opened = 1;
-    let pid: i32 = pool
-        .execute("SELECT pg_backend_pid()", &[])
-        .await
-        .expect("pid")
-        .scalar()
-        .expect("an int");
+    let pid: i32 = pool_pid(&pool).await;
     let nul_param = |r: Result<momoko_core::Cursor, Error>, what: &str| {
         let e = r.expect_err(what);
         let rejected_by_server = e.code() == Some(&SqlState::CHARACTER_NOT_IN_REPERTOIRE);
@@ -718,12 +697,7 @@ pub async fn nul_bytes_rejected(ctx: &Ctx) {
         .scalar()
         .expect("bytes");
     assert_eq!(back, bytes);
-    let same: i32 = pool
-        .execute("SELECT pg_backend_pid()", &[])
-        .await
-        .expect("pid")
-        .scalar()
-        .expect("an int");
+    let same: i32 = pool_pid(&pool).await;
     assert_eq!(same, pid, "the one connection survived every NUL");
     assert_usable(ctx, &pool, opened, "NUL bytes").await;
 
@@ -805,7 +779,8 @@ pub async fn ten_megabyte_query(ctx: &Ctx) {
         "the same text"
     );
 
-    let pool = Pool::builder(&ctx.dsn(), ctx.executor.clone())
+    let pool = ctx
+        .pool_builder()
         .size(1)
         .connect()
         .await

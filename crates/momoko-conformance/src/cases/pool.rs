@@ -7,13 +7,13 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use futures::future::join_all;
-use momoko_core::{Connection, Pool, PoolBuilder, RetryPolicy};
+use momoko_core::{Connection, Pool, RetryPolicy};
 
-use crate::support::{assert_settled, eventually, scalar, within};
+use crate::support::{assert_settled, backend_pid, eventually, pool_pid, scalar, within};
 use crate::Ctx;
 
-fn builder(ctx: &Ctx) -> PoolBuilder {
-    Pool::builder(&ctx.dsn(), ctx.executor.clone())
+fn builder(ctx: &Ctx) -> momoko_core::PoolBuilder {
+    ctx.pool_builder()
 }
 
 /// Runs `sql` returning (backend pid, start, end) of a statement that sleeps `secs`.
@@ -91,8 +91,7 @@ pub async fn concurrent_getconn_stretch(ctx: &Ctx) {
         .unwrap();
     let mut pids = HashSet::new();
     for conn in &held {
-        let c = conn.execute("SELECT pg_backend_pid()", &[]).await.unwrap();
-        pids.insert(c.scalar::<i32>().unwrap());
+        pids.insert(backend_pid(conn).await);
     }
     assert_eq!(pids.len(), 3);
     let s = pool.status();
@@ -122,16 +121,14 @@ pub async fn shrinks_idle_extras_to_size(ctx: &Ctx) {
     // Keep using one connection: it must survive the shrink.
     let mut last_pid = 0;
     for _ in 0..5 {
-        let c = pool.execute("SELECT pg_backend_pid()", &[]).await.unwrap();
-        last_pid = c.scalar::<i32>().unwrap();
+        last_pid = pool_pid(&pool).await;
     }
     eventually(ctx, "the pool shrank back to size", || {
         pool.status().total == 1
     })
     .await;
-    let c = pool.execute("SELECT pg_backend_pid()", &[]).await.unwrap();
     assert_eq!(
-        c.scalar::<i32>().unwrap(),
+        pool_pid(&pool).await,
         last_pid,
         "the recently used connection stayed"
     );
@@ -469,12 +466,7 @@ pub async fn statement_timeout_cancels_on_server(ctx: &Ctx) {
         .connect()
         .await
         .unwrap();
-    let pid: i32 = pool
-        .execute("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .scalar()
-        .unwrap();
+    let pid: i32 = pool_pid(&pool).await;
     let e = pool.execute("SELECT pg_sleep(30)", &[]).await.unwrap_err();
     assert!(e.is_timeout(), "{e:?}");
     assert_eq!(pool.counters().statement_timeouts, 1);
@@ -501,9 +493,8 @@ pub async fn statement_timeout_cancels_on_server(ctx: &Ctx) {
         0,
         "the statement no longer runs on the server"
     );
-    let c = pool.execute("SELECT pg_backend_pid()", &[]).await.unwrap();
     assert_ne!(
-        c.scalar::<i32>().unwrap(),
+        pool_pid(&pool).await,
         pid,
         "the timed-out connection was not reused"
     );
@@ -894,8 +885,7 @@ async fn rotation(ctx: &Ctx, depth: usize) {
         .unwrap();
     let mut pids = Vec::new();
     for _ in 0..6 {
-        let c = pool.execute("SELECT pg_backend_pid()", &[]).await.unwrap();
-        pids.push(c.scalar::<i32>().unwrap());
+        pids.push(pool_pid(&pool).await);
     }
     let distinct: HashSet<i32> = pids.iter().copied().collect();
     assert_eq!(distinct.len(), 3, "{pids:?}");
