@@ -769,6 +769,11 @@ async fn await_lock_waiters(ctx: &Ctx, observer: &Connection, n: i32) {
 /// goes to the oldest waiter, and a newcomer queues behind it instead of overtaking it.
 pub async fn pipelined_waiters_keep_their_turn(ctx: &Ctx) {
     let pool = builder(ctx).size(1).pipeline(2).connect().await.unwrap();
+    // Prepared in advance, c and d are sent the moment they get their place (no prepare round
+    // trip in between), so the order they finish in is the order they were served in.
+    for sql in ["SELECT 'c'", "SELECT 'd'"] {
+        pool.execute(sql, &[]).await.unwrap();
+    }
     let locker = ctx.connect().await;
     locker
         .execute("SELECT pg_advisory_lock(1), pg_advisory_lock(2)", &[])
