@@ -13,7 +13,6 @@
 #[cfg(feature = "async-io")]
 mod async_io;
 mod config;
-mod connect;
 mod connection;
 mod cursor;
 mod error;

@@ -1,6 +1,6 @@
 //! The pool (Momoko's `momoko.Pool`).
 
-mod inner;
+mod engine;
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
@@ -17,7 +17,7 @@ use crate::cursor::Cursor;
 use crate::error::{Error, ErrorKind, Result};
 use crate::executor::{maybe_timeout, timeout, Executor};
 
-use inner::{PoolInner, Want};
+use engine::{PoolInner, Want};
 
 /// Runs `$op` (an expression using `$conn: &mut Connection`) on a pooled connection, with the
 /// statement timeout, and once more on another connection when the retry policy allows.

@@ -1,5 +1,7 @@
 //! A single PostgreSQL session (Momoko's `momoko.Connection`).
 
+mod open;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
@@ -13,7 +15,6 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Statement};
 
 use crate::config::{ConnectOptions, Target};
-use crate::connect;
 use crate::cursor::Cursor;
 use crate::error::{Error, Result};
 use crate::executor::{Executor, SharedExecutor};
@@ -111,7 +112,7 @@ pub struct Connection {
     /// Counts statements sent, so a pool can tell whether a held connection was used.
     activity: AtomicU64,
     /// Stops the I/O task (after a grace period) when the connection is dropped.
-    _driver: connect::DriverGuard,
+    _driver: open::DriverGuard,
 }
 
 /// What a connection shares with helpers that outlive a borrow (cancel requests).
@@ -145,7 +146,7 @@ impl Connection {
         options: &ConnectOptions,
         executor: Arc<dyn Executor>,
     ) -> Result<Connection> {
-        let opened = connect::open(options, &executor).await?;
+        let opened = open::open(options, &executor).await?;
         Ok(Connection {
             client: opened.client,
             _driver: opened.driver,
@@ -396,7 +397,7 @@ impl Connection {
     pub async fn cancel(&self) -> Result<()> {
         let token = self.client.cancel_token();
         let shared = Arc::clone(&self.shared);
-        connect::cancel(&shared.executor, &shared.options, &shared.target, &token).await
+        open::cancel(&shared.executor, &shared.options, &shared.target, &token).await
     }
 
     /// A future that cancels the running statement even after this connection is gone or
@@ -404,7 +405,7 @@ impl Connection {
     pub(crate) fn cancel_later(&self) -> impl Future<Output = Result<()>> + Send + 'static {
         let token = self.client.cancel_token();
         let shared = Arc::clone(&self.shared);
-        async move { connect::cancel(&shared.executor, &shared.options, &shared.target, &token).await }
+        async move { open::cancel(&shared.executor, &shared.options, &shared.target, &token).await }
     }
 
     /// The executor this connection runs on.

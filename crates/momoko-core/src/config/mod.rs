@@ -1,0 +1,16 @@
+//! Connection settings: what a connection string says, and what the environment adds.
+//!
+//! * [`dsn`]: libpq's two string forms, with the TLS keys taken out for momoko's own TLS;
+//! * [`env`]: the `PG*` environment variables and the operating-system user;
+//! * [`hosts`]: the host, `hostaddr` and port lists turned into the places a connect tries;
+//! * [`options`]: [`ConnectOptions`], the parsed result users hold.
+
+mod dsn;
+mod env;
+mod hosts;
+mod options;
+#[cfg(test)]
+pub(crate) mod tests;
+
+pub(crate) use hosts::Target;
+pub use options::ConnectOptions;
