@@ -189,7 +189,7 @@ pub(crate) async fn transaction(pool: &Pool) -> Result<String> {
         ])
         .await?;
     // One cursor per statement, in order.
-    let inserted = cursors[0].rowcount() + cursors[1].rowcount();
+    let inserted: u64 = cursors[..2].iter().filter_map(|c| c.rowcount()).sum();
     let count: i64 = cursors[2].scalar()?;
     Ok(format!(
         "Transaction: inserted {inserted} rows; tutorial_visits has {count} rows"

@@ -220,7 +220,7 @@ impl Target for MomokoTarget {
             }
             Workload::Insert => {
                 let cursor = self.pool.execute(sql, &[&a.id, &a.v]).await?;
-                cursor.rowcount() as i64
+                cursor.rowcount().unwrap_or_default() as i64
             }
         })
     }

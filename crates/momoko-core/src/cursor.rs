@@ -3,7 +3,7 @@
 use std::fmt;
 
 use tokio_postgres::types::{FromSql, Type};
-use tokio_postgres::{Row, Statement};
+use tokio_postgres::{Row, SimpleQueryMessage, SimpleQueryRow, Statement};
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -21,7 +21,7 @@ use crate::error::{Error, ErrorKind, Result};
 /// ```no_run
 /// # async fn demo(conn: &momoko_core::Connection) -> momoko_core::Result<()> {
 /// let mut cursor = conn.execute("SELECT n, n * n FROM generate_series(1, 5) AS n", &[]).await?;
-/// assert_eq!(cursor.rowcount(), 5);
+/// assert_eq!(cursor.rowcount(), Some(5));
 /// assert_eq!(cursor.description()[0].name(), "n");
 /// let first = cursor.fetchone().map(|row| row.get::<_, i32>(0));
 /// assert_eq!(first, Some(1));
@@ -35,8 +35,10 @@ use crate::error::{Error, ErrorKind, Result};
 pub struct Cursor {
     rows: Vec<Row>,
     position: usize,
-    rowcount: u64,
+    rowcount: Option<u64>,
     statement: Option<Statement>,
+    /// The last statement's rows, as text, when several statements ran on the simple protocol.
+    text_rows: Vec<SimpleQueryRow>,
 }
 
 /// A column of a result: its name and type (`cursor.description()`).
@@ -48,12 +50,46 @@ impl Cursor {
         rows_affected: Option<u64>,
         statement: Option<Statement>,
     ) -> Cursor {
-        let rowcount = rows_affected.unwrap_or(rows.len() as u64);
         Cursor {
             rows,
             position: 0,
-            rowcount,
+            rowcount: rows_affected,
             statement,
+            text_rows: Vec::new(),
+        }
+    }
+
+    /// The result of several statements run with the simple protocol: the last statement's
+    /// count and rows (text), as psycopg2 reports them.
+    pub(crate) fn from_simple(messages: Vec<SimpleQueryMessage>) -> Cursor {
+        let mut text_rows = Vec::new();
+        let mut rowcount = None;
+        let mut finished = false;
+        for m in messages {
+            match m {
+                SimpleQueryMessage::Row(r) => {
+                    if finished {
+                        text_rows.clear();
+                        finished = false;
+                    }
+                    text_rows.push(r);
+                }
+                SimpleQueryMessage::CommandComplete(n) => {
+                    if finished {
+                        text_rows.clear();
+                    }
+                    rowcount = Some(n);
+                    finished = true;
+                }
+                _ => {}
+            }
+        }
+        Cursor {
+            rows: Vec::new(),
+            position: 0,
+            rowcount,
+            statement: None,
+            text_rows,
         }
     }
 
@@ -80,9 +116,18 @@ impl Cursor {
     }
 
     /// For statements that return rows, the number of rows; for `INSERT`, `UPDATE`, `DELETE` and
-    /// the like, the number of rows affected (as in DB-API's `rowcount`).
-    pub fn rowcount(&self) -> u64 {
+    /// the like, the number of rows affected (as in DB-API's `rowcount`). `None` when the server
+    /// gave no count (DB-API's `-1`): statements like `CREATE TABLE` or `SET` report none.
+    pub fn rowcount(&self) -> Option<u64> {
         self.rowcount
+    }
+
+    /// The rows of the last statement of a multi-statement string (`execute` without
+    /// parameters of `"…; SELECT …"`), which runs on the simple protocol: its values come as text
+    /// and are read here (`row.get(i) -> Option<&str>`), while [`fetchone`](Cursor::fetchone)
+    /// and the other typed accessors see no rows. Empty for every other result.
+    pub fn text_rows(&self) -> &[SimpleQueryRow] {
+        &self.text_rows
     }
 
     /// The result's columns (name and type); empty for statements that return no rows.

@@ -25,7 +25,7 @@ mod tls;
 #[cfg(feature = "async-io")]
 pub use async_io::AsyncIoStream;
 pub use config::ConnectOptions;
-pub use connection::{Connection, Param, Query};
+pub use connection::{Connection, Param, Query, TransactionStatus};
 pub use cursor::{Column, ColumnIndex, Cursor};
 pub use error::{DbErrorClass, Error, ErrorKind, Result};
 pub use executor::{Executor, PlainSocket, Socket, TcpSocket};

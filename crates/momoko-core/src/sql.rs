@@ -161,15 +161,51 @@ fn dollar_tag_end(b: &[u8], i: usize) -> Option<usize> {
     (b.get(j) == Some(&b'$')).then_some(j)
 }
 
+/// What lexing a SQL text finds.
+struct Scan {
+    /// Every placeholder in SQL code, in order of appearance.
+    placeholders: Vec<Placeholder>,
+    /// Statements with code in them (`;` separates statements; comments and blanks alone do
+    /// not make one).
+    statements: usize,
+}
+
 /// Lexes `sql` and returns every placeholder in SQL code, in order of appearance.
 fn scan_placeholders(sql: &str) -> Result<Vec<Placeholder>, SqlTextError> {
+    Ok(scan(sql)?.placeholders)
+}
+
+/// Whether `sql` holds more than one statement (`SELECT 1; SELECT 2`); a trailing `;` or
+/// comment does not count. Text that cannot be lexed counts as one statement (the server then
+/// reports what is wrong with it).
+pub(crate) fn has_several_statements(sql: &str) -> bool {
+    scan(sql).is_ok_and(|s| s.statements > 1)
+}
+
+fn scan(sql: &str) -> Result<Scan, SqlTextError> {
     let b = sql.as_bytes();
     let mut found = Vec::new();
+    let mut statements = 0;
+    // Code seen since the last `;`.
+    let mut code = false;
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
         let next = b.get(i + 1).copied();
-        if c == b'\'' {
+        let comment_or_blank = c.is_ascii_whitespace()
+            || c == b';'
+            || (c == b'-' && next == Some(b'-'))
+            || (c == b'/' && next == Some(b'*'));
+        if !comment_or_blank {
+            code = true;
+        }
+        if c == b';' {
+            if code {
+                statements += 1;
+            }
+            code = false;
+            i += 1;
+        } else if c == b'\'' {
             i = skip_quoted(b, i, b'\'', false, "string literal", i)?;
         } else if c == b'"' {
             i = skip_quoted(b, i, b'"', false, "quoted identifier", i)?;
@@ -223,7 +259,13 @@ fn scan_placeholders(sql: &str) -> Result<Vec<Placeholder>, SqlTextError> {
             i += 1;
         }
     }
-    Ok(found)
+    if code {
+        statements += 1;
+    }
+    Ok(Scan {
+        placeholders: found,
+        statements,
+    })
 }
 
 /// Highest placeholder number used in `sql` (0 if none), skipping everything that is not SQL
@@ -724,5 +766,19 @@ mod tests {
             .to_string()
             .contains("\"a..b\""));
         assert!(SqlTextError::NulInText.to_string().contains("NUL"));
+    }
+
+    #[test]
+    fn statements_are_counted_outside_quotes_and_comments() {
+        assert!(!has_several_statements("SELECT 1"));
+        assert!(!has_several_statements("SELECT 1;"));
+        assert!(!has_several_statements("SELECT 1; -- done"));
+        assert!(!has_several_statements("SELECT 1; /* a; b */ ;"));
+        assert!(!has_several_statements("SELECT ';' || $$;$$ AS \";\""));
+        assert!(has_several_statements(
+            "CREATE TABLE t (n int); INSERT INTO t VALUES (1)"
+        ));
+        assert!(has_several_statements("SET a = 1;SELECT 2"));
+        assert!(!has_several_statements("SELECT 'unterminated; SELECT 2"));
     }
 }

@@ -1238,7 +1238,7 @@ fn stress_op(pool: &Pool, op: u64, v: i32, sleep_ms: i32) -> BoxFuture<'_, Resul
                 .transaction([Query::new(sql, &p1), Query::new(sql, &p2)])
                 .await
                 .map_err(|e| format!("transaction: {e:?}"))?;
-            if cursors.len() == 2 && cursors.iter().all(|c| c.rowcount() == 1) {
+            if cursors.len() == 2 && cursors.iter().all(|c| c.rowcount() == Some(1)) {
                 Ok(())
             } else {
                 Err(format!("transaction {v}: {cursors:?}"))

@@ -443,10 +443,10 @@ pub async fn server_side_cursor_on_held_connection(ctx: &Ctx) {
             .await
             .unwrap();
         let mut cursor = conn.execute(&sql, &[]).await.unwrap();
-        if cursor.rowcount() == 0 {
+        if cursor.rowcount() == Some(0) {
             break;
         }
-        assert_eq!(cursor.rowcount(), 10);
+        assert_eq!(cursor.rowcount(), Some(10));
         seen.extend(cursor.fetchall().iter().map(|r| r.get::<_, i32>(0)));
     }
     conn.execute("CLOSE all_ints", &[]).await.unwrap();
@@ -644,16 +644,13 @@ async fn mixed_run(ctx: &Ctx, depth: usize) {
 /// connection is added, and every caller gets its own result.
 pub async fn pipelined_statements_share_connections(ctx: &Ctx) {
     let pool = builder(ctx).size(2).pipeline(8).connect().await.unwrap();
+    const SQL: &str = "SELECT $1::int4, pg_backend_pid() FROM pg_sleep(0.05)";
+    // Once seen to leave its connection idle, a statement pipelines freely.
+    pool.execute(SQL, &[&-1i32]).await.unwrap();
     let results = join_all((0..16i32).map(|i| {
         let pool = &pool;
         async move {
-            let c = pool
-                .execute(
-                    "SELECT $1::int4, pg_backend_pid() FROM pg_sleep(0.05)",
-                    &[&i],
-                )
-                .await
-                .unwrap();
+            let c = pool.execute(SQL, &[&i]).await.unwrap();
             (
                 c.get::<i32>(0, 0usize).unwrap(),
                 c.get::<i32>(0, 1usize).unwrap(),
@@ -716,6 +713,9 @@ pub async fn pipelining_never_joins_a_transaction(ctx: &Ctx) {
 /// it as soon as they finish.
 pub async fn exclusive_caller_waits_for_pipelined_statements(ctx: &Ctx) {
     let pool = builder(ctx).size(1).pipeline(4).connect().await.unwrap();
+    pool.execute("SELECT 1 FROM pg_sleep(0.2)", &[])
+        .await
+        .unwrap();
     let shared = join_all((0..3).map(|_| pool.execute("SELECT 1 FROM pg_sleep(0.2)", &[])));
     let exclusive = async {
         eventually(ctx, "three statements pipelined", || {
@@ -770,8 +770,14 @@ async fn await_lock_waiters(ctx: &Ctx, observer: &Connection, n: i32) {
 pub async fn pipelined_waiters_keep_their_turn(ctx: &Ctx) {
     let pool = builder(ctx).size(1).pipeline(2).connect().await.unwrap();
     // Prepared in advance, c and d are sent the moment they get their place (no prepare round
-    // trip in between), so the order they finish in is the order they were served in.
-    for sql in ["SELECT 'c'", "SELECT 'd'"] {
+    // trip in between), so the order they finish in is the order they were served in; and all
+    // four are known to leave their connection idle, so they pipeline freely.
+    for sql in [
+        "SELECT 'c'",
+        "SELECT 'd'",
+        "SELECT pg_advisory_xact_lock(1)",
+        "SELECT pg_advisory_xact_lock(2)",
+    ] {
         pool.execute(sql, &[]).await.unwrap();
     }
     let locker = ctx.connect().await;

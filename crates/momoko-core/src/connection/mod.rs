@@ -1,17 +1,23 @@
 //! A single PostgreSQL session (Momoko's `momoko.Connection`).
 
 mod open;
+mod query;
+mod statement_cache;
+mod wire;
 
-use std::collections::HashMap;
+pub use query::{Param, Query};
+pub use wire::TransactionStatus;
+
 use std::fmt;
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_core::future::BoxFuture;
 use futures_util::StreamExt;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Statement};
 
 use crate::config::{ConnectOptions, Target};
@@ -20,69 +26,8 @@ use crate::error::{Error, Result};
 use crate::executor::{Executor, SharedExecutor};
 use crate::mogrify;
 use crate::sql;
-
-/// A query parameter: anything tokio-postgres can send (`i32`, `&str`, `Vec<u8>`,
-/// `serde_json::Value`, `Option<T>` for NULL, arrays, …).
-pub type Param<'a> = &'a (dyn ToSql + Sync);
-
-/// One statement of a [`Connection::transaction`]: SQL text and its parameters.
-///
-/// Built from a `&str` (no parameters) or a `(&str, &[Param])` pair:
-///
-/// ```
-/// use momoko_core::Query;
-/// let statements: [Query<'_>; 2] = [
-///     "CREATE TEMP TABLE t (n int)".into(),
-///     ("INSERT INTO t VALUES ($1)", &[&1i32 as momoko_core::Param<'_>][..]).into(),
-/// ];
-/// ```
-#[derive(Clone, Copy)]
-pub struct Query<'a> {
-    /// The SQL text, with `$1, $2, …` placeholders.
-    pub sql: &'a str,
-    /// The parameters, one per placeholder.
-    pub params: &'a [Param<'a>],
-}
-
-impl<'a> Query<'a> {
-    /// A statement with parameters.
-    pub fn new(sql: &'a str, params: &'a [Param<'a>]) -> Query<'a> {
-        Query { sql, params }
-    }
-}
-
-impl<'a> From<&'a str> for Query<'a> {
-    fn from(sql: &'a str) -> Query<'a> {
-        Query { sql, params: &[] }
-    }
-}
-
-impl<'a> From<&'a String> for Query<'a> {
-    fn from(sql: &'a String) -> Query<'a> {
-        Query { sql, params: &[] }
-    }
-}
-
-impl<'a> From<(&'a str, &'a [Param<'a>])> for Query<'a> {
-    fn from((sql, params): (&'a str, &'a [Param<'a>])) -> Query<'a> {
-        Query { sql, params }
-    }
-}
-
-impl<'a, const N: usize> From<(&'a str, &'a [Param<'a>; N])> for Query<'a> {
-    fn from((sql, params): (&'a str, &'a [Param<'a>; N])) -> Query<'a> {
-        Query { sql, params }
-    }
-}
-
-impl fmt::Debug for Query<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Query")
-            .field("sql", &self.sql)
-            .field("params", &self.params.len())
-            .finish()
-    }
-}
+use statement_cache::{Lookup, StatementCache};
+use wire::Wire;
 
 /// One PostgreSQL session, usable from any runtime (Momoko's `momoko.Connection`).
 ///
@@ -109,8 +54,16 @@ pub struct Connection {
     shared: Arc<Shared>,
     cache: Mutex<StatementCache>,
     server_version: AtomicI32,
-    /// Counts statements sent, so a pool can tell whether a held connection was used.
-    activity: AtomicU64,
+    /// What the server said about the session, read off the stream.
+    wire: Arc<Wire>,
+    /// When the connection opened (on the executor's clock).
+    born: Instant,
+    /// When the server last answered a statement of a pool, in nanoseconds after `born`
+    /// (pools read it to decide whether to prove the connection alive).
+    heard: AtomicU64,
+    /// A call was dropped before its answer arrived (or the raw client was lent out): requests
+    /// may still be queued for the socket, so the wire's count cannot yet be trusted.
+    abandoned: AtomicBool,
     /// Stops the I/O task (after a grace period) when the connection is dropped.
     _driver: open::DriverGuard,
 }
@@ -151,13 +104,16 @@ impl Connection {
             client: opened.client,
             _driver: opened.driver,
             cache: Mutex::new(StatementCache::new(options.statement_cache_capacity)),
+            wire: opened.wire,
+            born: executor.now(),
+            heard: AtomicU64::new(0),
+            abandoned: AtomicBool::new(false),
             shared: Arc::new(Shared {
                 executor,
                 options: options.clone(),
                 target: opened.target,
             }),
             server_version: AtomicI32::new(0),
-            activity: AtomicU64::new(0),
         })
     }
 
@@ -173,29 +129,99 @@ impl Connection {
     /// (the connection stays usable), [`ErrorKind::Closed`](crate::ErrorKind::Closed) when the
     /// connection is gone.
     pub async fn execute(&self, sql: &str, params: &[Param<'_>]) -> Result<Cursor> {
-        if self.client.is_closed() {
+        self.run(sql, params, None).await
+    }
+
+    /// [`execute`](Connection::execute) for a pool: before a cached statement goes out on a
+    /// connection the server has not answered for longer than `liveness.window`, the connection
+    /// is proven alive (an empty query, bounded by `liveness.bound`). A cached statement is sent
+    /// as Bind/Execute at once, so if the connection had died silently its failure would be
+    /// ambiguous; after a failed proof nothing was sent, and the statement may run elsewhere.
+    pub(crate) async fn execute_proven(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+        liveness: Liveness,
+    ) -> Result<Cursor> {
+        self.run(sql, params, Some(liveness)).await
+    }
+
+    async fn run(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+        liveness: Option<Liveness>,
+    ) -> Result<Cursor> {
+        if self.is_closed() {
             return Err(Error::closed("the connection is closed").not_executed());
         }
+        if params.is_empty() && sql::has_several_statements(sql) {
+            // Several statements cannot be prepared; like psycopg2 (and Momoko), run them with
+            // the simple protocol, as one implicit transaction.
+            return self.simple_cursor(sql).await;
+        }
+        let started = liveness.map(|_| self.shared.executor.now());
         // Preparing executes nothing: a failure here is always safe to retry elsewhere.
-        let statement = self
-            .prepare_cached(sql)
-            .await
-            .map_err(Error::not_executed)?;
+        let (statement, fresh) = self.statement(sql).await.map_err(Error::not_executed)?;
         check_param_count(&statement, params)?;
-        match self.query_statement(&statement, params).await {
+        if let (Some(liveness), Some(now), false) = (liveness, started, fresh) {
+            if self.quiet_for(now) > liveness.window {
+                self.prove_alive(liveness.bound)
+                    .await
+                    .map_err(Error::not_executed)?;
+            }
+        }
+        let outcome = match self.query_statement(&statement, params).await {
             Err(e) if is_stale_statement(&e) => {
                 // The server forgot or changed the statement (DISCARD ALL, ALTER TABLE, …):
                 // prepare it afresh once.
                 self.forget(sql);
-                let statement = self
-                    .prepare_cached(sql)
-                    .await
-                    .map_err(Error::not_executed)?;
+                let (statement, _) = self.statement(sql).await.map_err(Error::not_executed)?;
                 self.query_statement(&statement, params).await
             }
             Err(e) if e.is_server_termination() => Err(e.not_executed()),
             other => other,
+        };
+        if let (Ok(_), Some(now)) = (&outcome, started) {
+            self.heard_at(now);
         }
+        outcome
+    }
+
+    /// Runs several statements on the simple protocol; the cursor describes the last one.
+    async fn simple_cursor(&self, sql: &str) -> Result<Cursor> {
+        let messages = self
+            .tracked(self.client.simple_query(sql))
+            .await
+            .map_err(Error::from_pg)?;
+        Ok(Cursor::from_simple(messages))
+    }
+
+    /// Sends an empty query and waits for its answer, at most `bound`: proof that the session
+    /// works end to end, at the cost of one round trip and no statement.
+    pub(crate) async fn prove_alive(&self, bound: Duration) -> Result<()> {
+        let ping = self.tracked(self.client.batch_execute(""));
+        match crate::executor::timeout(&*self.shared.executor, bound, ping).await {
+            Ok(Ok(())) => {
+                self.heard_at(self.shared.executor.now());
+                Ok(())
+            }
+            Ok(Err(e)) => Err(Error::from_pg(e)),
+            Err(_) => Err(Error::closed(format!(
+                "the server did not answer a liveness check within {bound:?}"
+            ))),
+        }
+    }
+
+    fn quiet_for(&self, now: Instant) -> Duration {
+        let heard = self.born + Duration::from_nanos(self.heard.load(Ordering::Relaxed));
+        now.saturating_duration_since(heard)
+    }
+
+    fn heard_at(&self, now: Instant) {
+        let nanos = now.saturating_duration_since(self.born).as_nanos();
+        self.heard
+            .fetch_max(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     /// Calls a function or procedure by name, like DB-API's `callproc`:
@@ -264,10 +290,16 @@ impl Connection {
     {
         let statements: Vec<Query<'q>> = statements.into_iter().collect();
         let this: &Connection = self;
-        this.in_transaction(async {
+        this.run_transaction(&statements).await
+    }
+
+    /// [`transaction`](Connection::transaction) on a shared borrow: the pool holds the
+    /// connection exclusively already.
+    pub(crate) async fn run_transaction(&self, statements: &[Query<'_>]) -> Result<Vec<Cursor>> {
+        self.in_transaction(async {
             let mut cursors = Vec::with_capacity(statements.len());
-            for q in &statements {
-                cursors.push(this.execute(q.sql, q.params).await?);
+            for q in statements {
+                cursors.push(self.execute(q.sql, q.params).await?);
             }
             Ok(cursors)
         })
@@ -284,7 +316,7 @@ impl Connection {
     /// # async fn demo(conn: &mut momoko_core::Connection) -> momoko_core::Result<()> {
     /// let moved: u64 = conn
     ///     .transaction_with(|tx| Box::pin(async move {
-    ///         let n = tx.execute("UPDATE stock SET n = n - 1 WHERE n > 0", &[]).await?.rowcount();
+    ///         let n = tx.execute("UPDATE stock SET n = n - 1 WHERE n > 0", &[]).await?.rowcount().unwrap_or(0);
     ///         tx.execute("INSERT INTO log (moved) VALUES ($1)", &[&(n as i64)]).await?;
     ///         Ok(n)
     ///     }))
@@ -307,7 +339,10 @@ impl Connection {
     ///
     /// A failure before `COMMIT` was sent, or a `COMMIT` the server aborted by ending the session,
     /// is marked as not executed: nothing of the transaction took effect.
-    async fn in_transaction<T>(&self, body: impl Future<Output = Result<T>>) -> Result<T> {
+    pub(crate) async fn in_transaction<T>(
+        &self,
+        body: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
         self.simple("BEGIN").await.map_err(Error::not_executed)?;
         match body.await {
             // `SELECT 1` first: in a transaction aborted by an error the body swallowed, it fails
@@ -380,7 +415,38 @@ impl Connection {
 
     /// Whether the session has ended (the server closed it, the network failed, or it errored).
     pub fn is_closed(&self) -> bool {
-        self.client.is_closed()
+        self.wire.ended() || self.client.is_closed()
+    }
+
+    /// The session's transaction status as the server last reported it, like libpq's
+    /// `PQtransactionStatus`: [`Idle`](TransactionStatus::Idle),
+    /// [`InTransaction`](TransactionStatus::InTransaction) or
+    /// [`InError`](TransactionStatus::InError) from the latest ReadyForQuery message,
+    /// [`Active`](TransactionStatus::Active) while an answer is still on its way, and
+    /// [`Unknown`](TransactionStatus::Unknown) once the session has ended. Read from the
+    /// protocol, never guessed from SQL text; costs no round trip.
+    pub fn transaction_status(&self) -> TransactionStatus {
+        self.wire.status()
+    }
+
+    /// The value the server reported for a run-time parameter it reports to clients
+    /// (`server_version`, `in_hot_standby`, `default_transaction_read_only`, `TimeZone`,
+    /// `application_name`, `is_superuser`, …), like libpq's `PQparameterStatus`. Up to date
+    /// with every change the server announced. `None` for a parameter the server does not
+    /// report.
+    pub fn parameter_status(&self, name: &str) -> Option<String> {
+        self.wire.parameter(name)
+    }
+
+    /// Resolves once the server has answered everything sent so far (or the session ended).
+    pub(crate) fn settled(&self) -> wire::Settled {
+        self.wire.settled()
+    }
+
+    /// Whether the latest ReadyForQuery said idle, whatever is in flight since (a pipelined
+    /// connection is shared only while this holds).
+    pub(crate) fn last_reported_idle(&self) -> bool {
+        self.wire.last_reported_idle()
     }
 
     /// Closes the session.
@@ -414,38 +480,36 @@ impl Connection {
     }
 
     /// The underlying tokio-postgres client, for features momoko does not wrap (COPY, LISTEN,
-    /// typed queries). Statements you run through it bypass momoko's cache.
+    /// typed queries). Statements you run through it bypass momoko's cache, but not its view of
+    /// the session: the transaction status is read off the wire either way.
     pub fn client(&self) -> &Client {
-        self.activity.fetch_add(1, Ordering::Relaxed);
+        // What is sent through it, and whether its futures finish, is not seen here.
+        self.abandoned.store(true, Ordering::Relaxed);
         &self.client
     }
 
-    /// How many statements were sent on this connection (through any method) so far.
-    pub(crate) fn activity(&self) -> u64 {
-        self.activity.load(Ordering::Relaxed)
+    /// Whether a call was dropped before its answer arrived since the last time this was asked
+    /// (see [`Connection::tracked`]); clears the mark.
+    pub(crate) fn take_abandoned(&self) -> bool {
+        self.abandoned.swap(false, Ordering::Relaxed)
     }
 
-    /// Whether the session is inside a transaction block (open or failed), asked of the server
-    /// with one simple-protocol round trip: there, `now()` (the transaction's start) equals
-    /// `statement_timestamp()` exactly when the asking statement started its own transaction.
-    pub(crate) async fn in_transaction_block(&self) -> Result<bool> {
-        match self
-            .client
-            .simple_query("SELECT now() = statement_timestamp()")
-            .await
-        {
-            Ok(messages) => Ok(!messages.iter().any(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0) == Some("t"),
-                _ => false,
-            })),
-            Err(e)
-                if e.code()
-                    == Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION) =>
-            {
-                Ok(true)
+    /// Runs one exchange with the server, marking the connection when the future is dropped
+    /// before it finishes: its requests may then still sit in tokio-postgres' queue, unwritten,
+    /// and the pool must not trust the wire's "nothing in flight" until a round trip proves it.
+    async fn tracked<F: Future>(&self, exchange: F) -> F::Output {
+        struct Mark<'a>(&'a AtomicBool, bool);
+        impl Drop for Mark<'_> {
+            fn drop(&mut self) {
+                if self.1 {
+                    self.0.store(true, Ordering::Relaxed);
+                }
             }
-            Err(e) => Err(Error::from_pg(e)),
         }
+        let mut mark = Mark(&self.abandoned, true);
+        let out = exchange.await;
+        mark.1 = false;
+        out
     }
 
     /// Where this connection went, like `"host 127.0.0.1 port 5432"`.
@@ -454,23 +518,54 @@ impl Connection {
     }
 
     pub(crate) async fn simple(&self, sql: &str) -> Result<()> {
-        self.activity.fetch_add(1, Ordering::Relaxed);
-        self.client.batch_execute(sql).await.map_err(Error::from_pg)
+        self.tracked(self.client.batch_execute(sql))
+            .await
+            .map_err(Error::from_pg)
     }
 
-    /// Prepares `sql`, or takes it from the cache.
-    pub(crate) async fn prepare_cached(&self, sql: &str) -> Result<Statement> {
-        if let Some(s) = self.lock_cache().get(sql) {
-            return Ok(s);
+    /// Prepares `sql`, or takes it from the cache; `true` with a statement prepared just now
+    /// (its Parse round trip proved the session alive). Concurrent callers of one new statement
+    /// share one Parse.
+    pub(crate) async fn statement(&self, sql: &str) -> Result<(Statement, bool)> {
+        loop {
+            let lookup = self.lock_cache().lookup(sql);
+            match lookup {
+                Lookup::Ready(s) => return Ok((s, false)),
+                Lookup::Wait(rx) => {
+                    if let Ok(s) = rx.await {
+                        return Ok((s, false));
+                    }
+                    // The preparing caller failed or was dropped: try again (or ourselves).
+                }
+                Lookup::Prepare => {
+                    let mut lead = PrepareLead {
+                        conn: self,
+                        sql,
+                        done: false,
+                    };
+                    let prepared = self
+                        .tracked(self.client.prepare(sql))
+                        .await
+                        .map_err(Error::from_pg);
+                    lead.done = true;
+                    let mut cache = self.lock_cache();
+                    return match prepared {
+                        Ok(s) => {
+                            cache.prepared(sql, &s);
+                            Ok((s, true))
+                        }
+                        Err(e) => {
+                            cache.abandon(sql);
+                            Err(e)
+                        }
+                    };
+                }
+            }
         }
-        let statement = self.client.prepare(sql).await.map_err(Error::from_pg)?;
-        self.lock_cache().insert(sql, statement.clone());
-        Ok(statement)
     }
 
     pub(crate) async fn prepare_typed(&self, sql: &str, types: &[Type]) -> Result<Statement> {
-        self.client
-            .prepare_typed(sql, types)
+        self.tracked(self.client.prepare_typed(sql, types))
             .await
             .map_err(Error::from_pg)
     }
@@ -492,25 +587,52 @@ impl Connection {
         statement: &Statement,
         params: &[Param<'_>],
     ) -> Result<Cursor> {
-        self.activity.fetch_add(1, Ordering::Relaxed);
-        let stream = self
-            .client
-            .query_raw(statement, params.iter().copied())
-            .await
-            .map_err(Error::from_pg)?;
-        let mut stream = pin!(stream);
-        let mut rows = Vec::new();
-        while let Some(row) = stream.next().await {
-            rows.push(row.map_err(Error::from_pg)?);
-        }
-        let affected = stream.rows_affected();
-        Ok(Cursor::new(rows, affected, Some(statement.clone())))
+        self.tracked(async {
+            let stream = self
+                .client
+                .query_raw(statement, params.iter().copied())
+                .await
+                .map_err(Error::from_pg)?;
+            let mut stream = pin!(stream);
+            let mut rows = Vec::new();
+            while let Some(row) = stream.next().await {
+                rows.push(row.map_err(Error::from_pg)?);
+            }
+            let affected = stream.rows_affected();
+            Ok(Cursor::new(rows, affected, Some(statement.clone())))
+        })
+        .await
     }
 
     /// Number of statements in the cache (for tests and status).
     #[doc(hidden)]
     pub fn cached_statements(&self) -> usize {
-        self.lock_cache().len()
+        self.lock_cache().ready_len()
+    }
+}
+
+/// What a pool asks before a cached statement goes out (see [`Connection::execute_proven`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Liveness {
+    /// Prove the connection alive when the server has not answered for longer than this.
+    pub(crate) window: Duration,
+    /// How long the proof may take.
+    pub(crate) bound: Duration,
+}
+
+/// The caller preparing a statement for everyone; if it is dropped mid-way, the waiters are
+/// released to try themselves.
+struct PrepareLead<'c> {
+    conn: &'c Connection,
+    sql: &'c str,
+    done: bool,
+}
+
+impl Drop for PrepareLead<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.conn.lock_cache().abandon(self.sql);
+        }
     }
 }
 
@@ -553,58 +675,4 @@ fn is_stale_statement(e: &Error) -> bool {
 
 pub(crate) fn sql_text_error(e: sql::SqlTextError) -> Error {
     Error::parameter(e.to_string())
-}
-
-/// A small least-recently-used map of prepared statements.
-struct StatementCache {
-    capacity: usize,
-    tick: u64,
-    map: HashMap<String, (Statement, u64)>,
-}
-
-static CACHE_TICKS: AtomicU64 = AtomicU64::new(0);
-
-impl StatementCache {
-    fn new(capacity: usize) -> StatementCache {
-        StatementCache {
-            capacity,
-            tick: CACHE_TICKS.load(Ordering::Relaxed),
-            map: HashMap::new(),
-        }
-    }
-
-    fn get(&mut self, sql: &str) -> Option<Statement> {
-        self.tick += 1;
-        let tick = self.tick;
-        self.map.get_mut(sql).map(|(s, used)| {
-            *used = tick;
-            s.clone()
-        })
-    }
-
-    fn insert(&mut self, sql: &str, statement: Statement) {
-        if self.capacity == 0 {
-            return;
-        }
-        if self.map.len() >= self.capacity && !self.map.contains_key(sql) {
-            let oldest = self
-                .map
-                .iter()
-                .min_by_key(|(_, (_, used))| *used)
-                .map(|(k, _)| k.clone());
-            if let Some(k) = oldest {
-                self.map.remove(&k);
-            }
-        }
-        self.tick += 1;
-        self.map.insert(sql.to_owned(), (statement, self.tick));
-    }
-
-    fn remove(&mut self, sql: &str) {
-        self.map.remove(sql);
-    }
-
-    fn len(&self) -> usize {
-        self.map.len()
-    }
 }

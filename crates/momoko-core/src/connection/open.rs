@@ -8,11 +8,14 @@ use std::borrow::Cow;
 use std::error::Error as StdError;
 
 use tokio_postgres::config::{SslMode as PgSslMode, TargetSessionAttrs};
-use tokio_postgres::tls::TlsConnect;
+use tokio_postgres::tls::{TlsConnect, TlsStream};
 use tokio_postgres::NoTls;
 use tracing::debug;
 
 use crate::config::{ConnectOptions, Target};
+#[cfg(feature = "tls")]
+use crate::connection::wire::TlsTap;
+use crate::connection::wire::{Observed, Wire};
 use crate::error::{Error, ErrorKind, Result};
 use crate::executor::{maybe_timeout, Executor, SharedExecutor, Socket};
 use crate::tls::{SslMode, TlsSettings};
@@ -21,6 +24,7 @@ use crate::tls::{SslMode, TlsSettings};
 pub(crate) struct Opened {
     pub(crate) client: tokio_postgres::Client,
     pub(crate) driver: DriverGuard,
+    pub(crate) wire: Arc<Wire>,
     pub(crate) target: Target,
 }
 
@@ -28,6 +32,7 @@ pub(crate) struct Opened {
 pub(crate) struct Session {
     client: tokio_postgres::Client,
     driver: DriverGuard,
+    wire: Arc<Wire>,
 }
 
 /// How long a session's I/O task may go on after its client is gone, to say goodbye to the
@@ -101,7 +106,14 @@ async fn open_one(
     executor: &SharedExecutor,
     target: &Target,
 ) -> Result<Opened> {
-    let (Session { client, driver }, tls_in_use) = start_session(options, executor, target).await?;
+    let (
+        Session {
+            client,
+            driver,
+            wire,
+        },
+        tls_in_use,
+    ) = start_session(options, executor, target).await?;
     match options.pg.get_target_session_attrs() {
         TargetSessionAttrs::Any => {}
         wanted => {
@@ -133,6 +145,7 @@ async fn open_one(
     Ok(Opened {
         client,
         driver,
+        wire,
         target,
     })
 }
@@ -273,7 +286,7 @@ async fn attempt(
         let (config, name) = tls_parts(options, target)?;
         let used = Arc::new(AtomicBool::new(false));
         let connector = crate::tls::Connector::new(config, name, Arc::clone(&used));
-        match start(&pg, socket, connector, executor).await {
+        match start(&pg, socket, Tls(connector), executor).await {
             // Under `prefer` the server may have declined TLS: then no handshake happened.
             Ok(client) => Ok((client, used.load(Ordering::SeqCst))),
             Err(e) => {
@@ -334,6 +347,40 @@ struct RawStream(Box<dyn Socket>);
 
 crate::executor::forward_io!([] RawStream);
 
+/// How a session's TLS connector is observed: not at all without TLS (the raw stream is the
+/// plaintext), or through [`TlsTap`].
+trait ObservedTls {
+    type Connector: TlsConnect<Observed<RawStream>, Stream = Self::Stream> + Send;
+    type Stream: TlsStream + Unpin + Send + 'static;
+    fn observed(self, wire: &Arc<Wire>) -> Self::Connector;
+}
+
+impl ObservedTls for NoTls {
+    type Connector = NoTls;
+    type Stream = tokio_postgres::tls::NoTlsStream;
+    fn observed(self, _: &Arc<Wire>) -> NoTls {
+        self
+    }
+}
+
+/// A TLS connector to observe.
+#[cfg(feature = "tls")]
+struct Tls<C>(C);
+
+#[cfg(feature = "tls")]
+impl<C> ObservedTls for Tls<C>
+where
+    C: TlsConnect<Observed<RawStream>> + Send,
+    C::Future: Send + 'static,
+    C::Stream: TlsStream + Unpin + Send + 'static,
+{
+    type Connector = TlsTap<C>;
+    type Stream = Observed<C::Stream>;
+    fn observed(self, wire: &Arc<Wire>) -> TlsTap<C> {
+        TlsTap::new(self.0, Arc::clone(wire))
+    }
+}
+
 /// Starts the protocol on `socket` with `tls` and spawns the connection's I/O task.
 async fn start<T>(
     pg: &tokio_postgres::Config,
@@ -342,10 +389,12 @@ async fn start<T>(
     executor: &SharedExecutor,
 ) -> std::result::Result<Session, tokio_postgres::Error>
 where
-    T: TlsConnect<RawStream>,
-    T::Stream: Send + 'static,
+    T: ObservedTls,
 {
-    let (client, connection) = pg.connect_raw(RawStream(socket), tls).await?;
+    // The session's state is read off its byte stream (see `wire`).
+    let wire = Wire::new();
+    let stream = Observed::raw(RawStream(socket), Arc::clone(&wire));
+    let (client, connection) = pg.connect_raw(stream, tls.observed(&wire)).await?;
     let (stop, stopped) = futures_channel::oneshot::channel::<()>();
     let timer = Arc::clone(executor);
     executor.spawn(Box::pin(async move {
@@ -367,6 +416,7 @@ where
     Ok(Session {
         client,
         driver: DriverGuard { _stop: stop },
+        wire,
     })
 }
 

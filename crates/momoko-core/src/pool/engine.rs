@@ -2,8 +2,10 @@
 //!
 //! Accounting: every connection the pool owns is exactly one of *idle* (in `State::idle`), *busy*
 //! (checked out, counted in `State::busy`, including connections handed to a waiter that has not
-//! picked them up yet) or *pending* (a connect in progress). *Dead* is derived: the slots below
-//! `size` that are none of those, which the maintenance task reconnects.
+//! picked them up yet), *checking* (returned in a state that needs a round trip before reuse:
+//! inside a transaction, or with an answer still on its way; see `guard.rs`) or *pending* (a
+//! connect in progress). *Dead* is derived: the slots below `size` that are none of those, which
+//! the maintenance task reconnects. All four count against `max_size`.
 //!
 //! Connections live in an `Arc` for their whole life in the pool. An idle connection may carry
 //! pipelined statements (clones of its `Arc`, counted in `State::shared_in_flight`); an exclusive
@@ -30,15 +32,23 @@ use slab::Slab;
 use tracing::{debug, info, warn};
 
 use crate::config::ConnectOptions;
-use crate::connection::Connection;
+use crate::connection::{Connection, Liveness};
 use crate::error::{Error, Result};
-use crate::executor::SharedExecutor;
+use crate::executor::{timeout, SharedExecutor};
 use crate::pool::{PoolConfig, PoolCounters, PoolStatus};
 
-/// How many connects the pool runs at once to serve waiters beyond the ones already pending.
-/// Growing a few at a time keeps a burst of short queries from opening `max_size` connections
-/// that are idle again by the time they are ready (freed connections go to waiters first).
-pub(crate) const GROWTH_STEP: usize = 2;
+/// How many connects the whole pool runs at once to grow for waiters. More start only as these
+/// finish and while waiters remain that no pending connect will serve.
+///
+/// Why 2: in a spike of 50 callers with 2 ms statements and 150 ms connects, one connection
+/// clears the burst in about 120 ms, before any new connection could be ready; every connect
+/// started for it is wasted (a pool that dials one per waiter ends with 50). A long-statement
+/// burst still stretches fully: each finished connect serves a waiter and starts the next.
+pub(crate) const GROWTH_IN_FLIGHT: usize = 2;
+
+/// Most distinct statements the pool remembers as safe to pipeline (see
+/// [`PoolInner::learn_autocommit`]).
+const LEARNED_STATEMENTS: usize = 1024;
 
 /// A connection with pipelined statements that has finished none of them for this long is
 /// stalled (a slow statement at the head of its pipeline, or a backend starved of CPU): new
@@ -53,7 +63,11 @@ pub(crate) struct PoolInner {
     pub(crate) options: ConnectOptions,
     pub(crate) config: PoolConfig,
     state: Mutex<State>,
-    pub(crate) counters: Counters,
+    counters: Counters,
+    /// Statements seen to leave a connection idle when run alone from idle: only these are
+    /// pipelined (a statement that opens a transaction block would pull the statements sent
+    /// after it into the block). Learned from ReadyForQuery, never from SQL text.
+    learned: Mutex<std::collections::HashSet<Box<str>>>,
     /// Numbers connect attempts in the order they start.
     connect_seq: AtomicU64,
 }
@@ -67,6 +81,8 @@ struct Idle {
     since: Option<Instant>,
     /// When its pipeline last moved: its first statement was sent or one finished.
     progress: Option<Instant>,
+    /// A statement not yet known to leave a connection idle is in flight on it: no new shares.
+    fenced: bool,
 }
 
 impl Idle {
@@ -80,7 +96,11 @@ impl Idle {
 pub(crate) struct State {
     idle: VecDeque<Idle>,
     busy: usize,
+    /// Returned connections being checked before reuse.
+    checking: usize,
     pending: usize,
+    /// Growth connects in flight (part of `pending`).
+    growing: usize,
     /// Keys of `entries`, oldest first.
     waiters: VecDeque<usize>,
     entries: Slab<Entry>,
@@ -110,8 +130,11 @@ struct Entry {
 pub(crate) enum Want {
     /// A connection of its own: an idle one that no statement is pipelined on.
     Exclusive,
-    /// A share of an idle connection that has fewer than this many pipelined statements.
-    Shared(usize),
+    /// A share of an idle connection that has fewer than `depth` pipelined statements. With
+    /// `fence`, the statement has not been seen to leave a connection idle yet: it goes last in
+    /// its pipeline, and nothing joins the connection until it has finished (so nothing can be
+    /// pulled into a transaction block it might open).
+    Shared { depth: usize, fence: bool },
 }
 
 /// Wakers collected under the lock and woken after it is released (a woken task often runs at
@@ -159,6 +182,7 @@ pub(crate) struct Counters {
     pub(crate) acquire_waits: AtomicU64,
     pub(crate) acquire_timeouts: AtomicU64,
     pub(crate) discarded: AtomicU64,
+    pub(crate) checks: AtomicU64,
     pub(crate) statement_timeouts: AtomicU64,
     pub(crate) shrunk: AtomicU64,
 }
@@ -176,8 +200,9 @@ enum Reason {
 }
 
 impl State {
+    /// Connections the pool has or is opening: what `max_size` bounds.
     fn live(&self) -> usize {
-        self.idle.len() + self.busy + self.pending
+        self.idle.len() + self.busy + self.checking + self.pending
     }
 }
 
@@ -194,6 +219,7 @@ impl PoolInner {
             config,
             state: Mutex::new(State::default()),
             counters: Counters::default(),
+            learned: Mutex::new(std::collections::HashSet::new()),
             connect_seq: AtomicU64::new(0),
         });
         {
@@ -234,6 +260,9 @@ impl PoolInner {
         let mut wake = WakeList::default();
         let mut st = self.lock();
         st.pending -= 1;
+        if reason == Reason::Grow {
+            st.growing -= 1;
+        }
         if reason == Reason::Initial {
             st.initial.0 += 1;
             if result.is_err() {
@@ -291,14 +320,15 @@ impl PoolInner {
                 );
                 // With nothing busy and nothing pending, no connection can come for the waiters
                 // now: fail them rather than let them hang (they may retry after the interval).
-                if st.busy == 0 && st.pending == 0 && st.idle.is_empty() {
+                if st.busy == 0 && st.pending == 0 && st.checking == 0 && st.idle.is_empty() {
                     self.fail_waiters(&mut st, || Error::not_available(Some(&e)), &mut wake);
                 }
                 // A failure says the database is down only if the attempt started after the
                 // latest success (a late-finishing older attempt must not undo newer news) and
                 // the pool holds no live connection (one that works proves the database is up;
                 // if it is in fact dead, its return leads to another attempt).
-                let live_connection = st.busy > 0 || st.idle.iter().any(|i| !i.conn.is_closed());
+                let live_connection =
+                    st.busy > 0 || st.checking > 0 || st.idle.iter().any(|i| !i.conn.is_closed());
                 if seq > st.last_success_seq && !live_connection {
                     st.down = Some(e);
                 }
@@ -330,6 +360,7 @@ impl PoolInner {
             conn,
             since,
             progress: None,
+            fenced: false,
         });
         self.dispatch(st, wake);
     }
@@ -381,12 +412,13 @@ impl PoolInner {
                 }
                 None
             }
-            Want::Shared(depth) => {
+            Want::Shared { depth, fence } => {
                 let now = self.executor.now();
                 let room = |i: &&mut Idle| {
                     let n = i.shared();
                     n < depth
-                        && !i.conn.is_closed()
+                        && !i.fenced
+                        && i.conn.last_reported_idle()
                         && (n == 0
                             || i.progress
                                 .is_none_or(|p| now.saturating_duration_since(p) < PIPELINE_STALL))
@@ -405,6 +437,7 @@ impl PoolInner {
                 if best.shared() == 0 {
                     best.progress = Some(now);
                 }
+                best.fenced = fence;
                 let conn = Arc::clone(&best.conn);
                 st.shared_in_flight += 1;
                 Some(conn)
@@ -412,19 +445,18 @@ impl PoolInner {
         }
     }
 
-    /// Opens connections for waiters that no pending connect will serve, a few at a time, up to
-    /// `max_size`.
+    /// Opens connections for waiters that no pending connect will serve, up to `max_size`, with
+    /// at most [`GROWTH_IN_FLIGHT`] growth connects under way pool-wide.
     fn grow_if_needed(self: &Arc<Self>, st: &mut State) {
         if st.closed || st.down.is_some() {
             return;
         }
-        let mut started = 0;
         while st.waiters.len() > st.pending
             && st.live() < self.config.max_size
-            && started < GROWTH_STEP
+            && st.growing < GROWTH_IN_FLIGHT
         {
             st.pending += 1;
-            started += 1;
+            st.growing += 1;
             self.spawn_connect(Reason::Grow);
         }
     }
@@ -440,8 +472,9 @@ impl PoolInner {
         self.take(st, want).map(Ok)
     }
 
-    /// Ends a pipelined statement's share; the room it leaves serves the waiters.
-    pub(crate) fn release_shared(self: &Arc<Self>, conn: Arc<Connection>) {
+    /// Ends a pipelined statement's share (lifting its fence, if it set one); the room it leaves
+    /// serves the waiters.
+    pub(crate) fn release_shared(self: &Arc<Self>, conn: Arc<Connection>, fence: bool) {
         let mut wake = WakeList::default();
         let now = self.executor.now();
         let mut st = self.lock();
@@ -451,6 +484,9 @@ impl PoolInner {
             let last = Arc::strong_count(&conn) == 2;
             if let Some(idle) = st.idle.get_mut(pos) {
                 idle.progress = Some(now);
+                if fence {
+                    idle.fenced = false;
+                }
                 if last && self.config.auto_shrink {
                     idle.since = Some(now);
                 }
@@ -493,7 +529,43 @@ impl PoolInner {
         }
     }
 
-    pub(crate) fn acquire(self: &Arc<Self>, want: Want) -> Acquire {
+    /// Checks a connection out (exclusive, or a pipelined share), waiting at most
+    /// `acquire_timeout`.
+    pub(crate) async fn checkout(self: &Arc<Self>, want: Want) -> Result<Arc<Connection>> {
+        let acquire = self.acquire(want);
+        match self.config.acquire_timeout {
+            None => acquire.await,
+            Some(limit) => match timeout(&*self.executor, limit, acquire).await {
+                Ok(r) => r,
+                Err(_) => {
+                    self.count_acquire_timeout();
+                    Err(Error::timeout(format!(
+                        "no connection became free within acquire_timeout ({limit:?})"
+                    )))
+                }
+            },
+        }
+    }
+
+    /// When statements must prove their connection alive first (see
+    /// [`PoolBuilder::liveness_window`](crate::PoolBuilder::liveness_window)).
+    pub(crate) fn liveness(&self) -> Liveness {
+        Liveness {
+            window: self.config.liveness_window,
+            bound: self.check_bound(),
+        }
+    }
+
+    /// How long a liveness check or the check of a returned connection may take: the pool's
+    /// connect timeout (a server that cannot answer an empty query in the time it may take to
+    /// accept a connection is treated as gone).
+    pub(crate) fn check_bound(&self) -> Duration {
+        self.options
+            .get_connect_timeout()
+            .unwrap_or(crate::pool::settings::DEFAULT_CONNECT_TIMEOUT)
+    }
+
+    fn acquire(self: &Arc<Self>, want: Want) -> Acquire {
         Acquire {
             inner: Arc::clone(self),
             want,
@@ -504,9 +576,31 @@ impl PoolInner {
     /// Returns an exclusively checked-out connection. `reusable` is false when the connection
     /// may be in an unknown state (abandoned mid-query, timed out): it is then closed.
     pub(crate) fn release(self: &Arc<Self>, conn: Arc<Connection>, reusable: bool) {
-        let mut wake = WakeList::default();
+        self.finish_return(conn, reusable, false);
+    }
+
+    /// A returned connection needs a check before reuse: it leaves `busy` for `checking`.
+    pub(crate) fn check_started(&self) {
         let mut st = self.lock();
         st.busy -= 1;
+        st.checking += 1;
+        bump(&self.counters.checks);
+    }
+
+    /// The check of a returned connection ended: it is reused when it came out clean, closed
+    /// otherwise.
+    pub(crate) fn check_finished(self: &Arc<Self>, conn: Arc<Connection>, clean: bool) {
+        self.finish_return(conn, clean, true);
+    }
+
+    fn finish_return(self: &Arc<Self>, conn: Arc<Connection>, reusable: bool, checked: bool) {
+        let mut wake = WakeList::default();
+        let mut st = self.lock();
+        if checked {
+            st.checking -= 1;
+        } else {
+            st.busy -= 1;
+        }
         let keep = reusable && !st.closed && !conn.is_closed();
         let mut unused = None;
         if keep {
@@ -565,6 +659,7 @@ impl PoolInner {
         PoolStatus {
             free: st.idle.len(),
             busy: st.busy,
+            checking: st.checking,
             pending: st.pending,
             dead,
             waiting: st.waiters.len(),
@@ -592,7 +687,39 @@ impl PoolInner {
             discarded: get(&c.discarded),
             statement_timeouts: get(&c.statement_timeouts),
             shrunk: get(&c.shrunk),
+            checks: get(&c.checks),
         }
+    }
+
+    /// A statement is run again after its connection died.
+    pub(crate) fn count_retry(&self) {
+        bump(&self.counters.retries);
+    }
+
+    /// A statement ran past `statement_timeout`.
+    pub(crate) fn count_statement_timeout(&self) {
+        bump(&self.counters.statement_timeouts);
+    }
+
+    /// A caller gave up waiting after `acquire_timeout`.
+    pub(crate) fn count_acquire_timeout(&self) {
+        bump(&self.counters.acquire_timeouts);
+    }
+
+    /// Remembers that `sql`, run alone on an idle connection, left it idle: it may be pipelined.
+    pub(crate) fn learn_autocommit(&self, sql: &str) {
+        let mut learned = self.learned.lock().unwrap_or_else(PoisonError::into_inner);
+        if learned.len() < LEARNED_STATEMENTS && !learned.contains(sql) {
+            learned.insert(sql.into());
+        }
+    }
+
+    /// Whether `sql` was seen to leave a connection idle (see [`PoolInner::learn_autocommit`]).
+    pub(crate) fn is_autocommit(&self, sql: &str) -> bool {
+        self.learned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(sql)
     }
 
     /// Closes the pool: no new work, waiters get `PoolClosed`, idle connections close now, busy
@@ -621,7 +748,9 @@ impl PoolInner {
     pub(crate) fn drained(self: &Arc<Self>) -> Watch<impl Fn(&State) -> bool> {
         Watch {
             inner: Arc::clone(self),
-            done: |st: &State| st.busy == 0 && st.pending == 0 && st.shared_in_flight == 0,
+            done: |st: &State| {
+                st.busy == 0 && st.checking == 0 && st.pending == 0 && st.shared_in_flight == 0
+            },
         }
     }
 
@@ -851,7 +980,7 @@ impl Drop for Acquire {
             // Handed over but never picked up: give it back (to the next waiter or idle).
             match self.want {
                 Want::Exclusive => self.inner.release(conn, true),
-                Want::Shared(_) => self.inner.release_shared(conn),
+                Want::Shared { fence, .. } => self.inner.release_shared(conn, fence),
             }
         }
     }

@@ -1,0 +1,336 @@
+//! Running one operation on a pooled connection: exclusively, or pipelined on a shared one, with
+//! the statement timeout, and once more on another connection when that is provably safe. The
+//! retry is decided here and nowhere else.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures_core::future::BoxFuture;
+use tracing::{debug, warn};
+
+use crate::connection::{Connection, Liveness, Param, Query, TransactionStatus};
+use crate::cursor::Cursor;
+use crate::error::{Error, Result};
+use crate::executor::maybe_timeout;
+use crate::pool::engine::{PoolInner, Want};
+use crate::pool::guard::{spawn_cancel, PooledConnection};
+use crate::pool::settings::RetryPolicy;
+
+/// Something a pool method runs on one connection.
+pub(crate) trait Operation: Sync {
+    type Output: Send;
+
+    /// Whether it may be pipelined with other statements on a shared connection: `Some(true)`
+    /// when it is known to leave a connection idle, `Some(false)` when that is yet to be seen
+    /// (it then goes last in its pipeline), `None` when it must run alone.
+    fn shareable(&self, inner: &PoolInner) -> Option<bool>;
+
+    /// The SQL to remember as safe to pipeline when, run alone, it left the connection idle.
+    fn learnable(&self) -> Option<&str> {
+        None
+    }
+
+    fn run<'c>(
+        &'c self,
+        conn: &'c Connection,
+        liveness: Liveness,
+    ) -> impl Future<Output = Result<Self::Output>> + Send + 'c;
+}
+
+/// One statement (`execute`, `callproc`).
+pub(crate) struct Statement<'a> {
+    pub(crate) sql: &'a str,
+    pub(crate) params: &'a [Param<'a>],
+}
+
+impl Operation for Statement<'_> {
+    type Output = Cursor;
+
+    fn shareable(&self, inner: &PoolInner) -> Option<bool> {
+        Some(inner.is_autocommit(self.sql))
+    }
+
+    fn learnable(&self) -> Option<&str> {
+        Some(self.sql)
+    }
+
+    fn run<'c>(
+        &'c self,
+        conn: &'c Connection,
+        liveness: Liveness,
+    ) -> impl Future<Output = Result<Cursor>> + Send + 'c {
+        conn.execute_proven(self.sql, self.params, liveness)
+    }
+}
+
+/// `mogrify`: renders a statement, runs none of the caller's SQL.
+pub(crate) struct Mogrify<'a> {
+    pub(crate) sql: &'a str,
+    pub(crate) params: &'a [Param<'a>],
+}
+
+impl Operation for Mogrify<'_> {
+    type Output = String;
+
+    fn shareable(&self, _: &PoolInner) -> Option<bool> {
+        Some(true)
+    }
+
+    fn run<'c>(
+        &'c self,
+        conn: &'c Connection,
+        _: Liveness,
+    ) -> impl Future<Output = Result<String>> + Send + 'c {
+        conn.mogrify(self.sql, self.params)
+    }
+}
+
+/// `ping`.
+pub(crate) struct Ping;
+
+impl Operation for Ping {
+    type Output = ();
+
+    fn shareable(&self, _: &PoolInner) -> Option<bool> {
+        Some(true)
+    }
+
+    fn run<'c>(
+        &'c self,
+        conn: &'c Connection,
+        _: Liveness,
+    ) -> impl Future<Output = Result<()>> + Send + 'c {
+        conn.ping()
+    }
+}
+
+/// `transaction([...])`.
+pub(crate) struct Transaction<'a> {
+    pub(crate) statements: Vec<Query<'a>>,
+}
+
+impl Operation for Transaction<'_> {
+    type Output = Vec<Cursor>;
+
+    fn shareable(&self, _: &PoolInner) -> Option<bool> {
+        None
+    }
+
+    fn run<'c>(
+        &'c self,
+        conn: &'c Connection,
+        _: Liveness,
+    ) -> impl Future<Output = Result<Vec<Cursor>>> + Send + 'c {
+        conn.run_transaction(&self.statements)
+    }
+}
+
+/// `transaction_with(body)`.
+pub(crate) struct TransactionWith<F>(pub(crate) F);
+
+impl<T, F> Operation for TransactionWith<F>
+where
+    T: Send + 'static,
+    F: for<'c> Fn(&'c Connection) -> BoxFuture<'c, Result<T>> + Sync,
+{
+    type Output = T;
+
+    fn shareable(&self, _: &PoolInner) -> Option<bool> {
+        None
+    }
+
+    fn run<'c>(
+        &'c self,
+        conn: &'c Connection,
+        _: Liveness,
+    ) -> impl Future<Output = Result<T>> + Send + 'c {
+        conn.in_transaction((self.0)(conn))
+    }
+}
+
+/// Runs `op`: pipelined when it may be and the pool pipelines, otherwise on a connection of its
+/// own; then, when it failed on a dead connection and the [`RetryPolicy`] allows, once more on
+/// a connection proven alive.
+pub(crate) async fn run<O: Operation>(inner: &Arc<PoolInner>, op: &O) -> Result<O::Output> {
+    let shareable = if inner.config.pipeline_depth > 1 {
+        op.shareable(inner)
+    } else {
+        None
+    };
+    let first = match shareable {
+        Some(known) => shared(inner, op, !known).await,
+        None => exclusive(inner, op, false).await,
+    };
+    match first {
+        Err(e) if should_retry(inner, &e) => {
+            inner.count_retry();
+            debug!(target: "momoko", error = %e, status = ?inner.status(), "retrying on another connection");
+            exclusive(inner, op, true).await
+        }
+        other => other,
+    }
+}
+
+/// Whether a failed operation may run again elsewhere.
+fn should_retry(inner: &PoolInner, e: &Error) -> bool {
+    if !e.is_connection_lost() || inner.is_closed() {
+        return false;
+    }
+    match inner.config.retry {
+        RetryPolicy::Never => false,
+        RetryPolicy::Safe => e.was_not_executed(),
+        RetryPolicy::Always => true,
+    }
+}
+
+/// Runs `op` on a connection of its own; with `verified`, the connection is proven alive first
+/// (a dead one is closed and the next tried).
+async fn exclusive<O: Operation>(
+    inner: &Arc<PoolInner>,
+    op: &O,
+    verified: bool,
+) -> Result<O::Output> {
+    let mut conn = if verified {
+        checkout_verified(inner).await?
+    } else {
+        checkout(inner).await?
+    };
+    let liveness = inner.liveness();
+    let outcome = maybe_timeout(
+        &*inner.executor,
+        inner.config.statement_timeout,
+        op.run(&conn, liveness),
+    )
+    .await;
+    match outcome {
+        Ok(result) => {
+            if let (Ok(_), Some(sql)) = (&result, op.learnable()) {
+                if inner.config.pipeline_depth > 1
+                    && conn.transaction_status() == TransactionStatus::Idle
+                {
+                    inner.learn_autocommit(sql);
+                }
+            }
+            result
+        }
+        Err(_) => {
+            conn.timed_out();
+            Err(statement_timed_out(inner, "the statement was cancelled"))
+        }
+    }
+}
+
+/// A connection of one's own (counted busy until the guard drops).
+pub(crate) async fn checkout(inner: &Arc<PoolInner>) -> Result<PooledConnection> {
+    let conn = inner.checkout(Want::Exclusive).await?;
+    Ok(PooledConnection::new(conn, inner))
+}
+
+/// A connection of one's own that just answered a liveness check; dead ones found on the way are
+/// closed (Momoko's `getconn(ping=True)`).
+pub(crate) async fn checkout_verified(inner: &Arc<PoolInner>) -> Result<PooledConnection> {
+    let bound = inner.check_bound();
+    loop {
+        let conn = checkout(inner).await?;
+        match conn.prove_alive(bound).await {
+            Ok(()) => return Ok(conn),
+            Err(e) if e.is_connection_lost() => {
+                debug!(target: "momoko", error = %e, "closing a dead connection found by its liveness check");
+                conn.discard();
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Runs `op` pipelined: on a share of the least loaded idle connection with room, or after
+/// waiting in line for one. With `fence`, nothing joins the connection after it until it is
+/// done; if it left the connection idle, it is remembered as safe to pipeline freely.
+async fn shared<O: Operation>(inner: &Arc<PoolInner>, op: &O, fence: bool) -> Result<O::Output> {
+    let want = Want::Shared {
+        depth: inner.config.pipeline_depth,
+        fence,
+    };
+    let share = Share {
+        conn: Some(inner.checkout(want).await?),
+        inner,
+        fence,
+    };
+    let conn = share.connection();
+    let outcome = maybe_timeout(
+        &*inner.executor,
+        inner.config.statement_timeout,
+        op.run(conn, inner.liveness()),
+    )
+    .await;
+    if !conn.last_reported_idle() && !conn.is_closed() {
+        // A fenced statement opened a transaction block (nothing was sent after it), or, never
+        // expected, a known one did: no statement joins what it left behind, and the connection
+        // closes once its statements are done (which ends the block).
+        if !fence {
+            warn!(target: "momoko", "a pipelined statement left its connection inside a transaction; retiring it");
+        }
+        share.retire();
+    }
+    match outcome {
+        Ok(result) => {
+            if let (true, Ok(_), Some(sql)) = (fence, &result, op.learnable()) {
+                // Nothing was sent after it: the latest ReadyForQuery is its own.
+                if conn.last_reported_idle() {
+                    inner.learn_autocommit(sql);
+                }
+            }
+            result
+        }
+        Err(_) => {
+            // A cancel request cannot pick one statement: send it only when ours was alone.
+            if share.retire() {
+                spawn_cancel(&inner.executor, conn.cancel_later());
+            }
+            Err(statement_timed_out(
+                inner,
+                "the pipelined statement was abandoned",
+            ))
+        }
+    }
+}
+
+fn statement_timed_out(inner: &PoolInner, what: &str) -> Error {
+    inner.count_statement_timeout();
+    let limit = inner.config.statement_timeout.unwrap_or_default();
+    warn!(target: "momoko", ?limit, status = ?inner.status(), "statement_timeout elapsed; {what}");
+    Error::timeout(format!("statement_timeout ({limit:?}) elapsed; {what}"))
+}
+
+/// One pipelined statement's share of an idle connection; ends the share when dropped.
+struct Share<'p> {
+    conn: Option<Arc<Connection>>,
+    inner: &'p Arc<PoolInner>,
+    fence: bool,
+}
+
+impl Share<'_> {
+    fn connection(&self) -> &Connection {
+        match &self.conn {
+            Some(c) => c,
+            // Invariant: `conn` is only taken in `drop`.
+            None => unreachable!("Share used after drop"),
+        }
+    }
+
+    /// Takes the connection out of rotation; whether this statement was the only one on it.
+    fn retire(&self) -> bool {
+        match &self.conn {
+            Some(c) => self.inner.retire(c),
+            None => false,
+        }
+    }
+}
+
+impl Drop for Share<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.inner.release_shared(conn, self.fence);
+        }
+    }
+}
