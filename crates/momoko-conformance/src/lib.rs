@@ -181,6 +181,17 @@ macro_rules! __for_each_case {
                 close_with_in_flight_and_queued_during_fault,
                 drop_stress_seeded,
             ],
+            state: [
+                transaction_opened_by_any_text_is_never_handed_on,
+                pipelined_opener_never_captures_other_statements,
+                cached_statement_on_a_silently_dead_connection,
+                getconn_after_a_silent_disconnect,
+                lost_reply_of_the_return_check_costs_no_wait,
+                concurrent_prepare_is_single_flight,
+                growth_is_paced_pool_wide,
+                multi_statement_execute,
+                transaction_status_follows_the_server,
+            ],
             hostile: [
                 malformed_dsns_and_unknown_hosts,
                 wrong_parameters_everywhere,

@@ -117,7 +117,10 @@ impl Cursor {
 
     /// For statements that return rows, the number of rows; for `INSERT`, `UPDATE`, `DELETE` and
     /// the like, the number of rows affected (as in DB-API's `rowcount`). `None` when the server
-    /// gave no count (DB-API's `-1`): statements like `CREATE TABLE` or `SET` report none.
+    /// gave no count (DB-API's `-1`): statements like `CREATE TABLE` or `SET` report none. (One
+    /// exception: a statement without a count that ran while other calls were in flight on the
+    /// same connection, which only a connection shared by concurrent callers or pipelining
+    /// does, reports `Some(0)`: its count cannot be told from the others'.)
     pub fn rowcount(&self) -> Option<u64> {
         self.rowcount
     }

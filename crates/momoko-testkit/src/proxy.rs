@@ -27,6 +27,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug, Default)]
 struct Conn {
     closed: AtomicBool,
+    /// Gone silent: the server side is shut, the client side open, nothing forwarded.
+    silent: AtomicBool,
+    /// The client socket first, then the server socket.
     sockets: Mutex<Vec<TcpStream>>,
 }
 
@@ -58,6 +61,19 @@ impl Conn {
 
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Shuts the server side down and forwards nothing more, leaving the client side open.
+    fn silence(&self) {
+        let sockets = lock(&self.sockets);
+        self.silent.store(true, Ordering::SeqCst);
+        for s in sockets.iter().skip(1) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn is_silent(&self) -> bool {
+        self.silent.load(Ordering::SeqCst)
     }
 }
 
@@ -237,6 +253,19 @@ impl FaultProxy {
         self.shared.close_all();
     }
 
+    /// Every currently proxied connection goes silent for good, as when a server's host vanishes
+    /// without a FIN or a RST (a crash behind a firewall, a dropped NAT mapping): the server
+    /// sees its socket closed and ends the session, while the client sees nothing at all — its
+    /// socket stays open, what it sends is dropped, and no byte ever comes back. Only its own
+    /// timeouts (or a liveness check) can tell it the connection is gone. New connections are
+    /// unaffected.
+    pub fn silence_all(&self) {
+        let conns: Vec<Arc<Conn>> = lock(&self.shared.conns).values().cloned().collect();
+        for c in conns {
+            c.silence();
+        }
+    }
+
     /// While `true`, new connections are accepted and immediately closed with `SO_LINGER` 0, so
     /// the client sees a reset before any byte (psql: "server closed the connection
     /// unexpectedly" / "Connection reset by peer"). Existing connections are unaffected.
@@ -378,11 +407,11 @@ fn handle(client: TcpStream, guard: Arc<ConnGuard>, blackholed: bool) {
     let back_guard = Arc::clone(&guard);
     let spawned = std::thread::Builder::new()
         .name(String::from("momoko-proxy-s2c"))
-        .spawn(move || pump(server_read, client_write, &back_guard));
+        .spawn(move || pump(server_read, client_write, &back_guard, false));
     if spawned.is_err() {
         return;
     }
-    pump(client, server, &guard);
+    pump(client, server, &guard, true);
 }
 
 /// Reads from a black-holed client and drops everything until the connection is closed.
@@ -399,8 +428,10 @@ fn discard(mut client: TcpStream) {
 }
 
 /// Copies `from` → `to` until EOF, an error, or the connection is closed; holds data while the
-/// blackhole is on. When one direction ends, the whole connection is closed.
-fn pump(mut from: TcpStream, mut to: TcpStream, guard: &ConnGuard) {
+/// blackhole is on. When one direction ends, the whole connection is closed — except on a
+/// silenced connection, whose client side stays open (its bytes are read and dropped) until the
+/// client closes it.
+fn pump(mut from: TcpStream, mut to: TcpStream, guard: &ConnGuard, from_client: bool) {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         let n = match from.read(&mut buf) {
@@ -409,12 +440,24 @@ fn pump(mut from: TcpStream, mut to: TcpStream, guard: &ConnGuard) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         };
+        if guard.conn.is_silent() {
+            if from_client {
+                continue;
+            }
+            return;
+        }
         if !guard.shared.wait_while_blackholed(&guard.conn) {
             break;
         }
         if to.write_all(&buf[..n]).is_err() {
+            if guard.conn.is_silent() && from_client {
+                continue;
+            }
             break;
         }
+    }
+    if guard.conn.is_silent() && !from_client {
+        return;
     }
     guard.conn.close();
 }

@@ -206,3 +206,33 @@ fn dropping_the_proxy_closes_everything() {
         "the listener is closed"
     );
 }
+
+#[test]
+fn silence_all_leaves_clients_hanging() {
+    let db = test_db("proxy_silence");
+    let proxy = proxy_for(&db);
+    let mut raw = std::net::TcpStream::connect(proxy.addr()).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || proxy
+        .open_connections()
+        == 1));
+    proxy.silence_all();
+    // Nothing comes back, not even an end of stream, and what the client sends is swallowed.
+    raw.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    use std::io::Write;
+    raw.write_all(&[0, 0, 0, 8, 4, 210, 22, 47]).unwrap();
+    let mut buf = [0u8; 16];
+    match raw.read(&mut buf) {
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "{e}"
+        ),
+        Ok(n) => panic!("a silenced connection answered with {n} bytes"),
+    }
+    // A new connection works as before.
+    assert_eq!(psql(&proxy.dsn_for(&db), "select 7").unwrap(), "7");
+    drop(raw);
+}

@@ -5,4 +5,5 @@ pub mod faults;
 pub mod hostile;
 pub mod pool;
 pub mod runtime;
+pub mod state;
 pub mod tls;

@@ -840,6 +840,10 @@ pub async fn pipelined_waiters_keep_their_turn(ctx: &Ctx) {
 /// they run on the other connection while the slow one still waits.
 pub async fn pipelining_avoids_a_stalled_connection(ctx: &Ctx) {
     let pool = builder(ctx).size(2).pipeline(4).connect().await.unwrap();
+    // Both statements are known to leave their connection idle, so they are pipelined.
+    for sql in ["SELECT pg_advisory_xact_lock(7)", "SELECT 12"] {
+        pool.execute(sql, &[]).await.unwrap();
+    }
     let locker = ctx.connect().await;
     locker
         .execute("SELECT pg_advisory_lock(7)", &[])

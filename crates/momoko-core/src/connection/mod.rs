@@ -11,7 +11,7 @@ pub use wire::TransactionStatus;
 use std::fmt;
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -64,6 +64,8 @@ pub struct Connection {
     /// A call was dropped before its answer arrived (or the raw client was lent out): requests
     /// may still be queued for the socket, so the wire's count cannot yet be trusted.
     abandoned: AtomicBool,
+    /// Calls in progress (see [`Connection::tracked`]).
+    calls: AtomicUsize,
     /// Stops the I/O task (after a grace period) when the connection is dropped.
     _driver: open::DriverGuard,
 }
@@ -108,6 +110,7 @@ impl Connection {
             born: executor.now(),
             heard: AtomicU64::new(0),
             abandoned: AtomicBool::new(false),
+            calls: AtomicUsize::new(0),
             shared: Arc::new(Shared {
                 executor,
                 options: options.clone(),
@@ -498,15 +501,17 @@ impl Connection {
     /// before it finishes: its requests may then still sit in tokio-postgres' queue, unwritten,
     /// and the pool must not trust the wire's "nothing in flight" until a round trip proves it.
     async fn tracked<F: Future>(&self, exchange: F) -> F::Output {
-        struct Mark<'a>(&'a AtomicBool, bool);
+        struct Mark<'a>(&'a Connection, bool);
         impl Drop for Mark<'_> {
             fn drop(&mut self) {
+                self.0.calls.fetch_sub(1, Ordering::Relaxed);
                 if self.1 {
-                    self.0.store(true, Ordering::Relaxed);
+                    self.0.abandoned.store(true, Ordering::Relaxed);
                 }
             }
         }
-        let mut mark = Mark(&self.abandoned, true);
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let mut mark = Mark(self, true);
         let out = exchange.await;
         mark.1 = false;
         out
@@ -598,7 +603,17 @@ impl Connection {
             while let Some(row) = stream.next().await {
                 rows.push(row.map_err(Error::from_pg)?);
             }
-            let affected = stream.rows_affected();
+            let mut affected = stream.rows_affected();
+            // tokio-postgres reads a tag without a count as 0. When this is the only call on
+            // the connection, the latest CommandComplete the wire saw is this statement's, and
+            // says whether the server gave a count at all (DB-API's rowcount of -1).
+            if affected == Some(0)
+                && statement.columns().is_empty()
+                && self.calls.load(Ordering::Relaxed) == 1
+                && self.wire.last_tag_without_count()
+            {
+                affected = None;
+            }
             Ok(Cursor::new(rows, affected, Some(statement.clone())))
         })
         .await

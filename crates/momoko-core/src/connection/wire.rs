@@ -79,8 +79,9 @@ pub(crate) struct Wire {
     wakers: Mutex<Vec<Waker>>,
     /// Every ParameterStatus the server reported, latest value per name.
     parameters: Mutex<Vec<(String, String)>>,
-    /// Bumped on every ParameterStatus after start-up.
-    parameter_changes: AtomicU64,
+    /// Whether the latest CommandComplete carried a row count (`1`), or not (`2`, as for
+    /// `CREATE TABLE` or `SET`); `0` before the first.
+    last_tag_counted: AtomicU8,
 }
 
 /// An `AtomicBool` that starts `true` (so `Wire` can derive `Default`).
@@ -190,11 +191,21 @@ impl Wire {
             Some(slot) => slot.1 = value,
             None => params.push((name, value)),
         }
-        drop(params);
-        // Start-up reports every parameter before the first ReadyForQuery; later ones are news.
-        if self.readies.load(Ordering::SeqCst) > 0 {
-            self.parameter_changes.fetch_add(1, Ordering::SeqCst);
-        }
+    }
+
+    fn command_complete(&self, tag: &[u8]) {
+        // "INSERT 0 5", "SELECT 5", "UPDATE 3" carry a count as their last word; "CREATE
+        // TABLE", "SET", "BEGIN" do not.
+        let tag = tag.strip_suffix(&[0]).unwrap_or(tag);
+        let last = tag.rsplit(|b| *b == b' ').next().unwrap_or_default();
+        let counted = !last.is_empty() && last.iter().all(u8::is_ascii_digit);
+        self.last_tag_counted
+            .store(if counted { 1 } else { 2 }, Ordering::SeqCst);
+    }
+
+    /// Whether the latest CommandComplete carried no row count.
+    pub(crate) fn last_tag_without_count(&self) -> bool {
+        self.last_tag_counted.load(Ordering::SeqCst) == 2
     }
 }
 
@@ -395,11 +406,12 @@ impl<S> Observed<S> {
         let wire = &self.wire;
         self.reads.feed(
             bytes,
-            |kind| kind == b'Z' || kind == b'S',
+            |kind| kind == b'Z' || kind == b'S' || kind == b'C',
             |_, kind, _, body| {
                 match kind {
                     b'Z' => wire.ready(body.first().copied().unwrap_or(0)),
                     b'S' if !body.is_empty() => wire.parameter_status(body),
+                    b'C' => wire.command_complete(body),
                     _ => {}
                 }
                 true

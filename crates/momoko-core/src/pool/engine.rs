@@ -81,8 +81,6 @@ struct Idle {
     since: Option<Instant>,
     /// When its pipeline last moved: its first statement was sent or one finished.
     progress: Option<Instant>,
-    /// A statement not yet known to leave a connection idle is in flight on it: no new shares.
-    fenced: bool,
 }
 
 impl Idle {
@@ -130,11 +128,8 @@ struct Entry {
 pub(crate) enum Want {
     /// A connection of its own: an idle one that no statement is pipelined on.
     Exclusive,
-    /// A share of an idle connection that has fewer than `depth` pipelined statements. With
-    /// `fence`, the statement has not been seen to leave a connection idle yet: it goes last in
-    /// its pipeline, and nothing joins the connection until it has finished (so nothing can be
-    /// pulled into a transaction block it might open).
-    Shared { depth: usize, fence: bool },
+    /// A share of an idle connection that has fewer than this many pipelined statements.
+    Shared(usize),
 }
 
 /// Wakers collected under the lock and woken after it is released (a woken task often runs at
@@ -360,7 +355,6 @@ impl PoolInner {
             conn,
             since,
             progress: None,
-            fenced: false,
         });
         self.dispatch(st, wake);
     }
@@ -412,12 +406,11 @@ impl PoolInner {
                 }
                 None
             }
-            Want::Shared { depth, fence } => {
+            Want::Shared(depth) => {
                 let now = self.executor.now();
                 let room = |i: &&mut Idle| {
                     let n = i.shared();
                     n < depth
-                        && !i.fenced
                         && i.conn.last_reported_idle()
                         && (n == 0
                             || i.progress
@@ -437,7 +430,6 @@ impl PoolInner {
                 if best.shared() == 0 {
                     best.progress = Some(now);
                 }
-                best.fenced = fence;
                 let conn = Arc::clone(&best.conn);
                 st.shared_in_flight += 1;
                 Some(conn)
@@ -472,9 +464,8 @@ impl PoolInner {
         self.take(st, want).map(Ok)
     }
 
-    /// Ends a pipelined statement's share (lifting its fence, if it set one); the room it leaves
-    /// serves the waiters.
-    pub(crate) fn release_shared(self: &Arc<Self>, conn: Arc<Connection>, fence: bool) {
+    /// Ends a pipelined statement's share; the room it leaves serves the waiters.
+    pub(crate) fn release_shared(self: &Arc<Self>, conn: Arc<Connection>) {
         let mut wake = WakeList::default();
         let now = self.executor.now();
         let mut st = self.lock();
@@ -484,9 +475,6 @@ impl PoolInner {
             let last = Arc::strong_count(&conn) == 2;
             if let Some(idle) = st.idle.get_mut(pos) {
                 idle.progress = Some(now);
-                if fence {
-                    idle.fenced = false;
-                }
                 if last && self.config.auto_shrink {
                     idle.since = Some(now);
                 }
@@ -980,7 +968,7 @@ impl Drop for Acquire {
             // Handed over but never picked up: give it back (to the next waiter or idle).
             match self.want {
                 Want::Exclusive => self.inner.release(conn, true),
-                Want::Shared { fence, .. } => self.inner.release_shared(conn, fence),
+                Want::Shared(_) => self.inner.release_shared(conn),
             }
         }
     }

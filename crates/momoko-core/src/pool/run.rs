@@ -20,10 +20,11 @@ use crate::pool::settings::RetryPolicy;
 pub(crate) trait Operation: Sync {
     type Output: Send;
 
-    /// Whether it may be pipelined with other statements on a shared connection: `Some(true)`
-    /// when it is known to leave a connection idle, `Some(false)` when that is yet to be seen
-    /// (it then goes last in its pipeline), `None` when it must run alone.
-    fn shareable(&self, inner: &PoolInner) -> Option<bool>;
+    /// Whether it may be pipelined with other statements on a shared connection: only what is
+    /// known to leave a connection idle (a statement that opened a transaction block would pull
+    /// the statements sent after it into the block). A statement not seen yet runs alone, and
+    /// is remembered when it left its connection idle.
+    fn shareable(&self, inner: &PoolInner) -> bool;
 
     /// The SQL to remember as safe to pipeline when, run alone, it left the connection idle.
     fn learnable(&self) -> Option<&str> {
@@ -46,8 +47,8 @@ pub(crate) struct Statement<'a> {
 impl Operation for Statement<'_> {
     type Output = Cursor;
 
-    fn shareable(&self, inner: &PoolInner) -> Option<bool> {
-        Some(inner.is_autocommit(self.sql))
+    fn shareable(&self, inner: &PoolInner) -> bool {
+        inner.is_autocommit(self.sql)
     }
 
     fn learnable(&self) -> Option<&str> {
@@ -72,8 +73,8 @@ pub(crate) struct Mogrify<'a> {
 impl Operation for Mogrify<'_> {
     type Output = String;
 
-    fn shareable(&self, _: &PoolInner) -> Option<bool> {
-        Some(true)
+    fn shareable(&self, _: &PoolInner) -> bool {
+        true
     }
 
     fn run<'c>(
@@ -91,8 +92,8 @@ pub(crate) struct Ping;
 impl Operation for Ping {
     type Output = ();
 
-    fn shareable(&self, _: &PoolInner) -> Option<bool> {
-        Some(true)
+    fn shareable(&self, _: &PoolInner) -> bool {
+        true
     }
 
     fn run<'c>(
@@ -112,8 +113,8 @@ pub(crate) struct Transaction<'a> {
 impl Operation for Transaction<'_> {
     type Output = Vec<Cursor>;
 
-    fn shareable(&self, _: &PoolInner) -> Option<bool> {
-        None
+    fn shareable(&self, _: &PoolInner) -> bool {
+        false
     }
 
     fn run<'c>(
@@ -135,8 +136,8 @@ where
 {
     type Output = T;
 
-    fn shareable(&self, _: &PoolInner) -> Option<bool> {
-        None
+    fn shareable(&self, _: &PoolInner) -> bool {
+        false
     }
 
     fn run<'c>(
@@ -152,14 +153,10 @@ where
 /// own; then, when it failed on a dead connection and the [`RetryPolicy`] allows, once more on
 /// a connection proven alive.
 pub(crate) async fn run<O: Operation>(inner: &Arc<PoolInner>, op: &O) -> Result<O::Output> {
-    let shareable = if inner.config.pipeline_depth > 1 {
-        op.shareable(inner)
+    let first = if inner.config.pipeline_depth > 1 && op.shareable(inner) {
+        shared(inner, op).await
     } else {
-        None
-    };
-    let first = match shareable {
-        Some(known) => shared(inner, op, !known).await,
-        None => exclusive(inner, op, false).await,
+        exclusive(inner, op, false).await
     };
     match first {
         Err(e) if should_retry(inner, &e) => {
@@ -244,17 +241,15 @@ pub(crate) async fn checkout_verified(inner: &Arc<PoolInner>) -> Result<PooledCo
 }
 
 /// Runs `op` pipelined: on a share of the least loaded idle connection with room, or after
-/// waiting in line for one. With `fence`, nothing joins the connection after it until it is
-/// done; if it left the connection idle, it is remembered as safe to pipeline freely.
-async fn shared<O: Operation>(inner: &Arc<PoolInner>, op: &O, fence: bool) -> Result<O::Output> {
-    let want = Want::Shared {
-        depth: inner.config.pipeline_depth,
-        fence,
-    };
+/// waiting in line for one.
+async fn shared<O: Operation>(inner: &Arc<PoolInner>, op: &O) -> Result<O::Output> {
     let share = Share {
-        conn: Some(inner.checkout(want).await?),
+        conn: Some(
+            inner
+                .checkout(Want::Shared(inner.config.pipeline_depth))
+                .await?,
+        ),
         inner,
-        fence,
     };
     let conn = share.connection();
     let outcome = maybe_timeout(
@@ -264,24 +259,14 @@ async fn shared<O: Operation>(inner: &Arc<PoolInner>, op: &O, fence: bool) -> Re
     )
     .await;
     if !conn.last_reported_idle() && !conn.is_closed() {
-        // A fenced statement opened a transaction block (nothing was sent after it), or, never
-        // expected, a known one did: no statement joins what it left behind, and the connection
+        // Never expected (only statements seen to leave a connection idle are pipelined); if it
+        // happens, no further statement joins what this one left behind, and the connection
         // closes once its statements are done (which ends the block).
-        if !fence {
-            warn!(target: "momoko", "a pipelined statement left its connection inside a transaction; retiring it");
-        }
+        warn!(target: "momoko", "a pipelined statement left its connection inside a transaction; retiring it");
         share.retire();
     }
     match outcome {
-        Ok(result) => {
-            if let (true, Ok(_), Some(sql)) = (fence, &result, op.learnable()) {
-                // Nothing was sent after it: the latest ReadyForQuery is its own.
-                if conn.last_reported_idle() {
-                    inner.learn_autocommit(sql);
-                }
-            }
-            result
-        }
+        Ok(result) => result,
         Err(_) => {
             // A cancel request cannot pick one statement: send it only when ours was alone.
             if share.retire() {
@@ -306,7 +291,6 @@ fn statement_timed_out(inner: &PoolInner, what: &str) -> Error {
 struct Share<'p> {
     conn: Option<Arc<Connection>>,
     inner: &'p Arc<PoolInner>,
-    fence: bool,
 }
 
 impl Share<'_> {
@@ -330,7 +314,7 @@ impl Share<'_> {
 impl Drop for Share<'_> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            self.inner.release_shared(conn, self.fence);
+            self.inner.release_shared(conn);
         }
     }
 }
