@@ -25,6 +25,8 @@ struct Inner {
     /// The statement provably did not take effect (it was never sent, or the server aborted it
     /// before it could commit). Only such failures are retried under `RetryPolicy::Safe`.
     not_executed: bool,
+    /// For [`ErrorKind::PartiallyConnected`]: how many initial connections failed.
+    failed_connections: Option<usize>,
 }
 
 /// What kind of failure an [`Error`] is.
@@ -148,6 +150,7 @@ impl Error {
             message: message.into(),
             source: None,
             not_executed: false,
+            failed_connections: None,
         }))
     }
 
@@ -206,7 +209,7 @@ impl Error {
             "no database connection available",
         );
         match cause {
-            Some(c) => e.with_source(Error::new(c.kind(), c.to_string())),
+            Some(c) => e.with_source(c.copy()),
             None => e,
         }
     }
@@ -236,8 +239,13 @@ impl Error {
                 .with_source(e)
                 .not_executed();
         }
-        if e.is_closed() || source_is::<io::Error>(&e) {
-            return Error::new(ErrorKind::Closed, format!("connection lost: {e}")).with_source(e);
+        if let Some(io) = e.source().and_then(find_source::<io::Error>) {
+            // "connection closed: Connection reset by peer (os error 104)"
+            let message = io.to_string();
+            return Error::new(ErrorKind::Closed, message).with_source(e);
+        }
+        if e.is_closed() {
+            return Error::new(ErrorKind::Closed, "the session has ended").with_source(e);
         }
         if text.starts_with("error deserializing column")
             || text.starts_with("invalid column")
@@ -276,6 +284,33 @@ impl Error {
             return Error::new(kind, message).with_source(e);
         }
         Error::new(ErrorKind::Connect, format!("{target}: {e}")).with_source(e)
+    }
+
+    /// The message without the kind's words or any cause: what to quote when this error is
+    /// reported inside another one.
+    pub(crate) fn message(&self) -> &str {
+        &self.0.message
+    }
+
+    /// The same kind and message, without the cause (errors are not `Clone`).
+    pub(crate) fn copy(&self) -> Error {
+        Error::new(self.0.kind, self.0.message.clone())
+    }
+
+    pub(crate) fn partially_connected(failed: usize, size: usize) -> Error {
+        let mut e = Error::new(
+            ErrorKind::PartiallyConnected,
+            format!("{failed} of {size} connection(s) failed to connect"),
+        );
+        e.0.failed_connections = Some(failed);
+        e
+    }
+
+    /// For [`ErrorKind::PartiallyConnected`], how many of the pool's initial connections failed
+    /// (Momoko's `PartiallyConnectedError` says it in its message only). `None` for every other
+    /// kind.
+    pub fn failed_connections(&self) -> Option<usize> {
+        self.0.failed_connections
     }
 
     /// What kind of failure this is.
@@ -400,10 +435,6 @@ fn find_source<'a, T: StdError + 'static>(e: &'a (dyn StdError + 'static)) -> Op
         cur = err.source();
     }
     None
-}
-
-fn source_is<T: StdError + 'static>(e: &tokio_postgres::Error) -> bool {
-    e.source().and_then(|s| find_source::<T>(s)).is_some()
 }
 
 impl fmt::Debug for Error {

@@ -80,7 +80,7 @@ fn summarize(mut failures: Vec<Error>) -> Error {
         _ => {
             let summary = failures
                 .iter()
-                .map(ToString::to_string)
+                .map(|e| e.message().to_owned())
                 .collect::<Vec<_>>()
                 .join("; ");
             // Keep the most telling kind: auth beats timeout beats connect.

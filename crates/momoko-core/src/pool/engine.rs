@@ -628,11 +628,12 @@ impl PoolInner {
             && st.live() < self.config.max_size
         {
             st.pending += 1;
-            self.spawn_connect(if st.live() <= self.config.size {
-                Reason::Reconnect
+            if st.live() <= self.config.size {
+                self.spawn_connect(Reason::Reconnect);
             } else {
-                Reason::Grow
-            });
+                st.growing += 1;
+                self.spawn_connect(Reason::Grow);
+            }
         }
     }
 
@@ -762,7 +763,7 @@ impl PoolInner {
         self.lock()
             .down
             .as_ref()
-            .map(|e| Error::new(e.kind(), e.to_string()))
+            .map(Error::copy)
     }
 
     fn spawn_maintenance(self: &Arc<Self>) {
@@ -865,7 +866,7 @@ async fn open_session(
         conn.batch_execute(statement).await.map_err(|e| {
             Error::new(
                 e.kind(),
-                format!("setsession statement {statement:?} failed: {e}"),
+                format!("setsession statement {statement:?} failed: {}", e.message()),
             )
             .with_source(e)
         })?;

@@ -27,7 +27,9 @@ pub use status::{PoolCounters, PoolStatus};
 
 use crate::connection::{Connection, Param, Query};
 use crate::cursor::Cursor;
-use crate::error::{Error, ErrorKind, Result};
+#[cfg(doc)]
+use crate::error::ErrorKind;
+use crate::error::{Error, Result};
 use crate::executor::Executor;
 use crate::sql;
 use engine::PoolInner;
@@ -84,17 +86,12 @@ impl Pool {
     /// # Errors
     ///
     /// [`ErrorKind::PartiallyConnected`] when `raise_connect_errors` is on and some initial
-    /// connection failed; the message gives the count, the source the last connect error.
+    /// connection failed; [`Error::failed_connections`] gives the count, the source the last
+    /// connect error.
     pub async fn connect(&self) -> Result<()> {
         let (_, failed) = self.inner.initial_round().await;
         if failed > 0 && self.inner.config.raise_connect_errors {
-            let e = Error::new(
-                ErrorKind::PartiallyConnected,
-                format!(
-                    "{failed} of {} connection(s) failed to connect",
-                    self.inner.config.size
-                ),
-            );
+            let e = Error::partially_connected(failed, self.inner.config.size);
             let last = self.status().database_down;
             return Err(if last {
                 match self.last_connect_error() {
