@@ -70,3 +70,38 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `(state, ppid)` of `pid` from `/proc`, `None` once it is gone.
+fn proc_stat(pid: i32) -> Option<(char, i32)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.next()?.parse().ok()?))
+}
+
+/// Whether `pid` is a live (not zombie) process.
+pub fn is_alive(pid: i32) -> bool {
+    proc_stat(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X')
+}
+
+/// The postmaster pid of the server in `data_dir` (first line of `postmaster.pid`).
+pub fn postmaster_pid(data_dir: &std::path::Path) -> i32 {
+    let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).expect("postmaster.pid");
+    text.lines().next().unwrap().trim().parse().unwrap()
+}
+
+/// A postmaster and its live children (checkpointer, walwriter, backends, ...).
+pub fn server_processes(data_dir: &std::path::Path) -> Vec<i32> {
+    let pm = postmaster_pid(data_dir);
+    let mut pids = vec![pm];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        if proc_stat(pid).is_some_and(|(state, ppid)| ppid == pm && state != 'Z') {
+            pids.push(pid);
+        }
+    }
+    pids
+}
