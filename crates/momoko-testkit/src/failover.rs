@@ -179,19 +179,34 @@ impl Cluster {
     /// one server session (no client round trip or process start per poll), at most `limit`.
     /// For conditions on server state that no statement can wait for in PostgreSQL 15, such as
     /// replay progress.
+    ///
+    /// Each poll is its own transaction (`COMMIT` inside the loop). On a standby, a snapshot
+    /// held across the whole wait would conflict with the replay of cleanup records in the same
+    /// database, and replay would stall for `max_standby_streaming_delay` (30 s) waiting for
+    /// the very session that waits for replay.
     pub(crate) fn wait_for(&self, condition: &str, limit: Duration) -> io::Result<()> {
         let ms = limit.as_millis().max(1);
         let sql = format!(
-            "SET statement_timeout = {ms};\n\
-             DO $momoko$ BEGIN\n\
-               WHILE NOT coalesce(({condition}), false) LOOP PERFORM pg_sleep(0.002); END LOOP;\n\
-             END $momoko$;"
+            "SET statement_timeout = {safety_net};\n\
+             DO $momoko$\n\
+             DECLARE deadline timestamptz := clock_timestamp() + interval '{ms} ms';\n\
+             BEGIN\n\
+               LOOP\n\
+                 EXIT WHEN coalesce(({condition}), false);\n\
+                 IF clock_timestamp() > deadline THEN\n\
+                   RAISE EXCEPTION 'momoko-testkit: wait timed out';\n\
+                 END IF;\n\
+                 COMMIT;\n\
+                 PERFORM pg_sleep(0.002);\n\
+               END LOOP;\n\
+             END $momoko$;",
+            safety_net = ms + 5000,
         );
         match self.psql("postgres", &sql) {
             Ok(_) => Ok(()),
-            Err(e) if e.to_string().contains("statement timeout") => Err(timed_out(format!(
-                "`{condition}` still false after {limit:?}"
-            ))),
+            Err(e) if e.to_string().contains("momoko-testkit: wait timed out") => Err(timed_out(
+                format!("`{condition}` still false after {limit:?}"),
+            )),
             Err(e) => Err(e),
         }
     }

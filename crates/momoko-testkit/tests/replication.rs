@@ -328,3 +328,66 @@ fn multi_host_dsn_lists_both_servers() {
     assert_eq!(port_of("read-write"), rc.primary().port().to_string());
     assert_eq!(port_of("standby"), rc.standby().port().to_string());
 }
+
+/// A standby query that holds an old snapshot makes replay of a cleanup record wait for it
+/// (a recovery conflict, up to `max_standby_streaming_delay`, 30 s). `catch_up` waits in a
+/// standby session itself, so it must not hold one snapshot for the whole wait.
+#[test]
+fn catch_up_does_not_hold_up_the_replay_it_waits_for() {
+    let rc = start(SyncStandby::Off);
+    // Snapshot conflicts are per database: the table is in the database the kit's own
+    // sessions use.
+    let primary = rc.primary();
+    primary
+        .psql(
+            "postgres",
+            "CREATE TABLE t (x int); INSERT INTO t SELECT generate_series(1, 100);",
+        )
+        .unwrap();
+    rc.catch_up_blocking().unwrap();
+    let standby = rc.standby();
+    standby
+        .psql("postgres", "SELECT pg_wal_replay_pause()")
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || standby
+        .psql("postgres", "SELECT pg_get_wal_replay_pause_state()")
+        .unwrap()
+        .trim()
+        == "paused"));
+    // Old row versions that the primary removes at once: the cleanup record conflicts with
+    // any standby snapshot taken before the UPDATE was replayed.
+    primary
+        .psql("postgres", "UPDATE t SET x = x + 1; VACUUM t;")
+        .unwrap();
+
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            let t = Instant::now();
+            let result = rc.catch_up_blocking();
+            (result, t.elapsed())
+        });
+        // Resume replay once catch_up is waiting (and has taken its first snapshot).
+        assert!(wait_until(Duration::from_secs(10), || !standby
+            .psql(
+                "postgres",
+                "SELECT pid FROM pg_stat_activity \
+                 WHERE query LIKE '%pg_last_wal_replay_lsn%' AND pid <> pg_backend_pid()"
+            )
+            .unwrap()
+            .trim()
+            .is_empty()));
+        standby
+            .psql("postgres", "SELECT pg_wal_replay_resume()")
+            .unwrap();
+        let (result, elapsed) = waiter.join().unwrap();
+        result.unwrap();
+        assert!(
+            elapsed < Duration::from_secs(10),
+            "catch_up took {elapsed:?}"
+        );
+    });
+    assert_eq!(
+        standby.psql("postgres", "SELECT sum(x) FROM t").unwrap(),
+        "5150\n"
+    );
+}
