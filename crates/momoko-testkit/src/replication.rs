@@ -32,6 +32,11 @@ pub enum SyncStandby {
     /// returns once the standby has flushed the commit's WAL. An acknowledged commit survives
     /// the loss of the primary (crash, kill, promotion of the standby), though a query on the
     /// standby may not see it for a moment.
+    ///
+    /// While the standby is stopped, or after it was promoted, a COMMIT on the primary waits
+    /// for it indefinitely (statement_timeout does not apply to that wait; cancelling the
+    /// query ends it with a warning, the transaction committed locally). A session can opt out
+    /// with `SET synchronous_commit = local`; the kit's own database management does.
     Flush,
     /// As [`Flush`](SyncStandby::Flush) with `synchronous_commit = remote_apply`: COMMIT
     /// returns once the standby has replayed the commit, so queries on the standby see it at
