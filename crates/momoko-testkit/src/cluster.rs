@@ -142,7 +142,7 @@ struct External {
 pub(crate) struct Bins {
     initdb: PathBuf,
     pg_ctl: PathBuf,
-    pub(crate) psql: PathBuf,
+    psql: PathBuf,
     /// The directory of `initdb`, where the other server programs live.
     bindir: Option<PathBuf>,
 }
@@ -174,10 +174,10 @@ pub(crate) struct Owned {
     pub(crate) bins: Bins,
     /// `(uid, gid)` of the `postgres` user when the kit runs as root.
     pub(crate) run_as: Option<(u32, u32)>,
-    pub(crate) base_dir: PathBuf,
+    base_dir: PathBuf,
     pub(crate) data_dir: PathBuf,
     pub(crate) sock_dir: PathBuf,
-    pub(crate) log_file: PathBuf,
+    log_file: PathBuf,
     pub(crate) port: u16,
     /// Serializes pg_ctl operations (start/stop/reload) and teardown.
     pub(crate) ops: Mutex<()>,
@@ -207,7 +207,7 @@ pub(crate) fn with_context(e: io::Error, ctx: impl std::fmt::Display) -> io::Err
 }
 
 /// Finds `name` in `$PATH`.
-pub(crate) fn which(name: &str) -> Option<PathBuf> {
+fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join(name))
@@ -254,7 +254,7 @@ fn find_psql(bindir: Option<&Path>) -> io::Result<PathBuf> {
         })
 }
 
-pub(crate) fn find_bins() -> io::Result<Bins> {
+fn find_bins() -> io::Result<Bins> {
     let initdb = which("initdb")
         .or_else(|| in_versioned_bin_dirs("initdb"))
         .ok_or_else(|| {
@@ -315,7 +315,7 @@ fn writable_by(dir: &Path, uid: u32, gid: u32) -> bool {
 
 /// `(uid, gid)` of the `postgres` user when the kit runs as root (the server refuses to run as
 /// root), `None` otherwise.
-pub(crate) fn run_as_user() -> io::Result<Option<(u32, u32)>> {
+fn run_as_user() -> io::Result<Option<(u32, u32)>> {
     if !sys::is_root() {
         return Ok(None);
     }
@@ -469,7 +469,7 @@ impl Owned {
             .map_err(|e| with_context(e, format!("running {}", self.bins.pg_ctl.display())))
     }
 
-    pub(crate) fn chown(&self, path: &Path) -> io::Result<()> {
+    fn chown(&self, path: &Path) -> io::Result<()> {
         if let Some((uid, gid)) = self.run_as {
             chown(path, Some(uid), Some(gid))
                 .map_err(|e| with_context(e, format!("chown {}", path.display())))?;
@@ -688,7 +688,7 @@ impl Owned {
 
     /// Whether a server is running in the data directory: its lock file names a live process.
     /// (After [`Cluster::kill`] the lock file may remain for a moment, naming a dead process.)
-    pub(crate) fn is_running(&self) -> bool {
+    fn is_running(&self) -> bool {
         self.postmaster_pid().is_some_and(sys::is_alive)
     }
 
