@@ -19,7 +19,7 @@ use crate::sys;
 
 /// Environment variables that could redirect or alter the kit's own psql / pg_ctl calls against
 /// an owned cluster; they are removed from those commands' environment.
-const PG_ENV: &[&str] = &[
+pub(crate) const PG_ENV: &[&str] = &[
     "PGHOST",
     "PGHOSTADDR",
     "PGPORT",
@@ -40,6 +40,11 @@ const PG_ENV: &[&str] = &[
     "PGDATA",
     "PGCTLTIMEOUT",
 ];
+
+/// Prefix of the kit's own database management statements: their commits never wait for a
+/// synchronous standby, so creating or dropping a test database cannot hang on a primary whose
+/// standby is stopped, killed or promoted away (see `ReplicatedCluster`).
+const KIT_COMMIT: &str = "SET synchronous_commit = local;\n";
 
 /// Process-wide counter used in directory and database names.
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -108,13 +113,13 @@ host    replication     all     ::1/128         trust
 /// only used: it is never started, stopped or reconfigured.
 #[derive(Debug)]
 pub struct Cluster {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
-struct Inner {
+pub(crate) struct Inner {
     /// psql binary used for [`Cluster::psql`] and database management.
-    psql: PathBuf,
+    pub(crate) psql: PathBuf,
     kind: Kind,
 }
 
@@ -133,34 +138,58 @@ struct External {
     port: u16,
 }
 
-#[derive(Debug)]
-struct Bins {
+#[derive(Debug, Clone)]
+pub(crate) struct Bins {
     initdb: PathBuf,
     pg_ctl: PathBuf,
     psql: PathBuf,
+    /// The directory of `initdb`, where the other server programs live.
+    bindir: Option<PathBuf>,
+}
+
+impl Bins {
+    /// Another program of the same installation (e.g. `pg_basebackup`): next to `initdb`, else
+    /// in `$PATH`. Mixing major versions would fail in confusing ways, so the installation of
+    /// `initdb` comes first.
+    pub(crate) fn tool(&self, name: &str) -> io::Result<PathBuf> {
+        self.bindir
+            .as_deref()
+            .map(|d| d.join(name))
+            .filter(|p| p.is_file())
+            .or_else(|| which(name))
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!(
+                        "{name} not found next to {} nor in $PATH",
+                        self.initdb.display()
+                    ),
+                )
+            })
+    }
 }
 
 #[derive(Debug)]
-struct Owned {
-    bins: Bins,
+pub(crate) struct Owned {
+    pub(crate) bins: Bins,
     /// `(uid, gid)` of the `postgres` user when the kit runs as root.
-    run_as: Option<(u32, u32)>,
+    pub(crate) run_as: Option<(u32, u32)>,
     base_dir: PathBuf,
-    data_dir: PathBuf,
-    sock_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) sock_dir: PathBuf,
     log_file: PathBuf,
-    port: u16,
+    pub(crate) port: u16,
     /// Serializes pg_ctl operations (start/stop/reload) and teardown.
-    ops: Mutex<()>,
+    pub(crate) ops: Mutex<()>,
     /// The guardian child and the write end of its stdin pipe.
     guardian: Mutex<Option<(Child, ChildStdin)>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn command_failed(what: &str, out: &Output) -> io::Error {
+pub(crate) fn command_failed(what: &str, out: &Output) -> io::Error {
     let mut msg = format!("{what} failed ({})", out.status);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -173,7 +202,7 @@ fn command_failed(what: &str, out: &Output) -> io::Error {
     io::Error::other(msg)
 }
 
-fn with_context(e: io::Error, ctx: impl std::fmt::Display) -> io::Error {
+pub(crate) fn with_context(e: io::Error, ctx: impl std::fmt::Display) -> io::Error {
     io::Error::new(e.kind(), format!("{ctx}: {e}"))
 }
 
@@ -255,6 +284,7 @@ fn find_bins() -> io::Result<Bins> {
         initdb,
         pg_ctl,
         psql,
+        bindir,
     })
 }
 
@@ -283,13 +313,67 @@ fn writable_by(dir: &Path, uid: u32, gid: u32) -> bool {
         || mode & 0o003 == 0o003
 }
 
+/// `(uid, gid)` of the `postgres` user when the kit runs as root (the server refuses to run as
+/// root), `None` otherwise.
+fn run_as_user() -> io::Result<Option<(u32, u32)>> {
+    if !sys::is_root() {
+        return Ok(None);
+    }
+    let user = sys::lookup_user("postgres")?.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            "running as root, but there is no `postgres` user to run the server as",
+        )
+    })?;
+    Ok(Some(user))
+}
+
+/// Creates a fresh, empty directory `<prefix>-<pid>-<counter>-<millis>` under [`base_parent`],
+/// owned by `run_as` when given.
+pub(crate) fn new_base_dir(prefix: &str, run_as: Option<(u32, u32)>) -> io::Result<PathBuf> {
+    let parent = base_parent();
+    fs::create_dir_all(&parent)
+        .map_err(|e| with_context(e, format!("creating {}", parent.display())))?;
+    let mut parent = fs::canonicalize(&parent).unwrap_or(parent);
+    if let Some((uid, gid)) = run_as {
+        // The guardian runs as `postgres` and must be able to remove the base directory, so
+        // its parent must be writable by `postgres` (true for /dev/shm and /tmp). Otherwise
+        // use a `postgres`-owned subdirectory (left behind, empty).
+        if !writable_by(&parent, uid, gid) {
+            let sub = parent.join("momoko-testkit-postgres");
+            fs::create_dir_all(&sub)
+                .map_err(|e| with_context(e, format!("creating {}", sub.display())))?;
+            chown(&sub, Some(uid), Some(gid))
+                .map_err(|e| with_context(e, format!("chown {}", sub.display())))?;
+            parent = sub;
+        }
+    }
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let dir = parent.join(format!(
+        "{prefix}-{}-{}-{stamp:x}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    fs::create_dir(&dir).map_err(|e| with_context(e, format!("creating {}", dir.display())))?;
+    if let Some((uid, gid)) = run_as {
+        if let Err(e) = chown(&dir, Some(uid), Some(gid)) {
+            let _ = fs::remove_dir(&dir);
+            return Err(with_context(e, format!("chown {}", dir.display())));
+        }
+    }
+    Ok(dir)
+}
+
 /// A port that was free a moment ago on 127.0.0.1.
-fn free_port() -> io::Result<u16> {
+pub(crate) fn free_port() -> io::Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
 }
 
-fn tail_lines(path: &Path, from: u64, n: usize) -> String {
+pub(crate) fn tail_lines(path: &Path, from: u64, n: usize) -> String {
     let Ok(bytes) = fs::read(path) else {
         return String::from("(no server log)");
     };
@@ -300,7 +384,7 @@ fn tail_lines(path: &Path, from: u64, n: usize) -> String {
 }
 
 /// Escapes a value for a single-quoted postgresql.conf string.
-fn conf_quote(s: &str) -> String {
+pub(crate) fn conf_quote(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
 }
 
@@ -341,7 +425,7 @@ fn quote_ident(name: &str) -> String {
 
 /// Runs `f` on a fresh std thread; the returned future completes through a oneshot channel, so
 /// no executor thread ever blocks.
-async fn off_thread<T, F>(f: F) -> io::Result<T>
+pub(crate) async fn off_thread<T, F>(f: F) -> io::Result<T>
 where
     T: Send + 'static,
     F: FnOnce() -> io::Result<T> + Send + 'static,
@@ -358,7 +442,7 @@ where
 
 impl Owned {
     /// A command for a server binary, run as the `postgres` user when we are root.
-    fn server_command(&self, program: &Path) -> Command {
+    pub(crate) fn server_command(&self, program: &Path) -> Command {
         let mut cmd = Command::new(program);
         if let Some((uid, gid)) = self.run_as {
             cmd.uid(uid).gid(gid);
@@ -374,7 +458,7 @@ impl Owned {
         cmd
     }
 
-    fn pg_ctl<I, S>(&self, args: I) -> io::Result<Output>
+    pub(crate) fn pg_ctl<I, S>(&self, args: I) -> io::Result<Output>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -429,48 +513,15 @@ impl Owned {
     }
 
     fn create(options: &ClusterOptions) -> io::Result<Owned> {
-        let bins = find_bins()?;
-        let run_as = if sys::is_root() {
-            let user = sys::lookup_user("postgres")?.ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::NotFound,
-                    "running as root, but there is no `postgres` user to run the server as",
-                )
-            })?;
-            Some(user)
-        } else {
-            None
-        };
+        // From `prepare` on, dropping the `Owned` (e.g. on an error in `boot`) tears everything
+        // down.
+        Owned::prepare(find_bins()?, run_as_user()?)?.boot(options)
+    }
 
-        let parent = base_parent();
-        fs::create_dir_all(&parent)
-            .map_err(|e| with_context(e, format!("creating {}", parent.display())))?;
-        let mut parent = fs::canonicalize(&parent).unwrap_or(parent);
-        if let Some((uid, gid)) = run_as {
-            // The guardian runs as `postgres` and must be able to remove the base directory, so
-            // its parent must be writable by `postgres` (true for /dev/shm and /tmp). Otherwise
-            // use a `postgres`-owned subdirectory (left behind, empty).
-            if !writable_by(&parent, uid, gid) {
-                let sub = parent.join("momoko-testkit-postgres");
-                fs::create_dir_all(&sub)
-                    .map_err(|e| with_context(e, format!("creating {}", sub.display())))?;
-                chown(&sub, Some(uid), Some(gid))
-                    .map_err(|e| with_context(e, format!("chown {}", sub.display())))?;
-                parent = sub;
-            }
-        }
-        let stamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
-        let base_dir = parent.join(format!(
-            "momoko-pg-{}-{}-{stamp:x}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        fs::create_dir(&base_dir)
-            .map_err(|e| with_context(e, format!("creating {}", base_dir.display())))?;
-
+    /// A fresh base directory with its socket directory and guardian, for a server not created
+    /// yet (port 0). `bins` are those of the server that will live there.
+    pub(crate) fn prepare(bins: Bins, run_as: Option<(u32, u32)>) -> io::Result<Owned> {
+        let base_dir = new_base_dir("momoko-pg", run_as)?;
         let owned = Owned {
             data_dir: base_dir.join("data"),
             sock_dir: base_dir.join("sock"),
@@ -482,29 +533,26 @@ impl Owned {
             ops: Mutex::new(()),
             guardian: Mutex::new(None),
         };
-        // From here on, dropping `owned` (e.g. on an error below) tears everything down.
-        owned.boot(options)
-    }
-
-    fn boot(mut self, options: &ClusterOptions) -> io::Result<Owned> {
         // Unix socket paths are limited to 107 bytes.
-        let sock_path_len = self.sock_dir.as_os_str().len() + "/.s.PGSQL.65535".len();
+        let sock_path_len = owned.sock_dir.as_os_str().len() + "/.s.PGSQL.65535".len();
         if sock_path_len > 107 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
                     "socket directory {} is too long for a Unix socket path; set PGTEST_TMPDIR \
                      to a shorter directory",
-                    self.sock_dir.display()
+                    owned.sock_dir.display()
                 ),
             ));
         }
-        self.chown(&self.base_dir)?;
-        self.spawn_guardian()?;
-        fs::create_dir(&self.sock_dir)
-            .map_err(|e| with_context(e, format!("creating {}", self.sock_dir.display())))?;
-        self.chown(&self.sock_dir)?;
+        owned.spawn_guardian()?;
+        fs::create_dir(&owned.sock_dir)
+            .map_err(|e| with_context(e, format!("creating {}", owned.sock_dir.display())))?;
+        owned.chown(&owned.sock_dir)?;
+        Ok(owned)
+    }
 
+    fn boot(self, options: &ClusterOptions) -> io::Result<Owned> {
         let mut initdb = self.server_command(&self.bins.initdb);
         initdb
             .arg("-D")
@@ -530,7 +578,6 @@ impl Owned {
             ));
         }
 
-        self.port = free_port()?;
         let mut conf = String::from("\n# added by momoko-testkit\n");
         for line in [
             "fsync=off",
@@ -549,7 +596,6 @@ impl Owned {
             .to_str()
             .ok_or_else(|| io::Error::other("socket directory path is not UTF-8"))?;
         let _ = writeln!(conf, "unix_socket_directories={}", conf_quote(sock));
-        let _ = writeln!(conf, "port={}", self.port);
         for line in &options.conf {
             conf.push_str(line);
             conf.push('\n');
@@ -558,8 +604,16 @@ impl Owned {
         let hba_path = self.data_dir.join("pg_hba.conf");
         fs::write(&hba_path, options.hba.as_deref().unwrap_or(DEFAULT_HBA))
             .map_err(|e| with_context(e, format!("writing {}", hba_path.display())))?;
+        self.first_start()
+    }
 
+    /// Picks a port, writes it (last, so it wins over any earlier `port` line) and starts the
+    /// server for the first time. Another process may take the port between our probe and the
+    /// server's bind: then it tries again on a fresh port.
+    pub(crate) fn first_start(mut self) -> io::Result<Owned> {
         for attempt in 1..=START_ATTEMPTS {
+            self.port = free_port()?;
+            self.append_conf(&format!("port={}\n", self.port))?;
             let log_offset = fs::metadata(&self.log_file).map(|m| m.len()).unwrap_or(0);
             match self.start_server(log_offset) {
                 Ok(()) => return Ok(self),
@@ -570,15 +624,13 @@ impl Owned {
                     if !port_taken || attempt == START_ATTEMPTS {
                         return Err(e);
                     }
-                    self.port = free_port()?;
-                    self.append_conf(&format!("port={}\n", self.port))?;
                 }
             }
         }
         Err(io::Error::other("unreachable: start attempts exhausted"))
     }
 
-    fn append_conf(&self, text: &str) -> io::Result<()> {
+    pub(crate) fn append_conf(&self, text: &str) -> io::Result<()> {
         let path = self.data_dir.join("postgresql.conf");
         let mut f = fs::OpenOptions::new()
             .append(true)
@@ -634,8 +686,16 @@ impl Owned {
         }
     }
 
+    /// Whether a server is running in the data directory: its lock file names a live process.
+    /// (After [`Cluster::kill`] the lock file may remain for a moment, naming a dead process.)
     fn is_running(&self) -> bool {
-        self.data_dir.join("postmaster.pid").exists()
+        self.postmaster_pid().is_some_and(sys::is_alive)
+    }
+
+    /// The postmaster's pid from the first line of `postmaster.pid`, if the file exists.
+    pub(crate) fn postmaster_pid(&self) -> Option<i32> {
+        let text = fs::read_to_string(self.data_dir.join("postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
     }
 }
 
@@ -726,6 +786,18 @@ impl Cluster {
         }
     }
 
+    /// Wraps a server the kit started (e.g. a standby).
+    pub(crate) fn from_owned(owned: Owned) -> Cluster {
+        Cluster::from_kind(Kind::Owned(owned))
+    }
+
+    /// Another handle on the same server (the server lives while any handle does).
+    pub(crate) fn handle(&self) -> Cluster {
+        Cluster {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+
     fn from_kind(kind: Kind) -> Cluster {
         let psql = match &kind {
             Kind::Owned(o) => Ok(o.bins.psql.clone()),
@@ -750,14 +822,14 @@ impl Cluster {
         Ok(Cluster::from_kind(Kind::Owned(owned)))
     }
 
-    fn owned(&self) -> Option<&Owned> {
+    pub(crate) fn owned(&self) -> Option<&Owned> {
         match &self.inner.kind {
             Kind::Owned(o) => Some(o),
             Kind::External(_) => None,
         }
     }
 
-    fn owned_or(&self, what: &str) -> io::Result<&Owned> {
+    pub(crate) fn owned_or(&self, what: &str) -> io::Result<&Owned> {
         match &self.inner.kind {
             Kind::Owned(o) => Ok(o),
             Kind::External(e) => Err(io::Error::new(
@@ -853,7 +925,7 @@ impl Cluster {
             let name = database_name(hint);
             match self.run_psql(
                 &self.admin_dsn(None),
-                &format!("CREATE DATABASE {}", quote_ident(&name)),
+                &format!("{KIT_COMMIT}CREATE DATABASE {}", quote_ident(&name)),
             ) {
                 Ok(_) => {
                     return Ok(TestDb {
@@ -884,47 +956,16 @@ impl Cluster {
     }
 
     fn run_psql(&self, conninfo: &str, sql: &str) -> io::Result<String> {
-        let mut cmd = Command::new(&self.inner.psql);
-        cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
-            .arg(conninfo)
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if self.is_owned() {
-            for var in PG_ENV {
-                cmd.env_remove(var);
-            }
-        }
-        if std::env::var_os("PGCONNECT_TIMEOUT").is_none() {
-            cmd.env("PGCONNECT_TIMEOUT", "10");
-        }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| with_context(e, format!("running {}", self.inner.psql.display())))?;
-        let writer = child.stdin.take().map(|mut stdin| {
-            let sql = sql.to_owned();
-            std::thread::spawn(move || {
-                // psql may exit early (e.g. cannot connect): a broken pipe is reported through
-                // its exit status instead.
-                let _ = stdin.write_all(sql.as_bytes());
-            })
-        });
-        let out = child.wait_with_output()?;
-        if let Some(w) = writer {
-            let _ = w.join();
-        }
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(command_failed("psql", &out))
-        }
+        run_psql(&self.inner.psql, conninfo, sql, self.is_owned())
     }
 
     fn drop_database(&self, name: &str) -> io::Result<()> {
         self.run_psql(
             &self.admin_dsn(None),
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name)),
+            &format!(
+                "{KIT_COMMIT}DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                quote_ident(name)
+            ),
         )
         .map(drop)
     }
@@ -1059,6 +1100,52 @@ impl Cluster {
                 Ok(())
             }
         }
+    }
+}
+
+/// Feeds `sql` to `psql -X -q -A -t -v ON_ERROR_STOP=1 -f -` against `conninfo` and returns its
+/// stdout. `kit_owned`: the server is one of the kit's, so libpq environment variables must not
+/// redirect or alter the connection.
+pub(crate) fn run_psql(
+    psql: &Path,
+    conninfo: &str,
+    sql: &str,
+    kit_owned: bool,
+) -> io::Result<String> {
+    let mut cmd = Command::new(psql);
+    cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
+        .arg(conninfo)
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if kit_owned {
+        for var in PG_ENV {
+            cmd.env_remove(var);
+        }
+    }
+    if std::env::var_os("PGCONNECT_TIMEOUT").is_none() {
+        cmd.env("PGCONNECT_TIMEOUT", "10");
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| with_context(e, format!("running {}", psql.display())))?;
+    let writer = child.stdin.take().map(|mut stdin| {
+        let sql = sql.to_owned();
+        std::thread::spawn(move || {
+            // psql may exit early (e.g. cannot connect): a broken pipe is reported through
+            // its exit status instead.
+            let _ = stdin.write_all(sql.as_bytes());
+        })
+    });
+    let out = child.wait_with_output()?;
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(command_failed("psql", &out))
     }
 }
 

@@ -109,3 +109,58 @@ pub(crate) fn poll_readable(sock: &impl AsRawFd, timeout: Duration) -> io::Resul
         _ => Err(io::Error::last_os_error()),
     }
 }
+
+/// Sends `sig` to `pid` (a negative `pid` names a process group).
+pub(crate) fn signal(pid: i32, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: kill has no memory-safety preconditions.
+    if unsafe { libc::kill(pid, sig) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// State letter and parent pid of `pid` from `/proc/<pid>/stat`; `None` if there is no such
+/// process (or no `/proc`).
+fn proc_stat(pid: i32) -> Option<(char, i32)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the
+    // last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// Whether `pid` is a live process. A zombie (dead, not yet reaped by its parent) counts as
+/// dead: it holds no sockets, files or shared memory any more.
+pub(crate) fn is_alive(pid: i32) -> bool {
+    match proc_stat(pid) {
+        Some((state, _)) => state != 'Z' && state != 'X',
+        // No /proc entry: gone, unless this system has no /proc at all.
+        None if Path::new("/proc/self/stat").exists() => false,
+        // SAFETY: kill with signal 0 only checks for existence and permission.
+        None => unsafe { libc::kill(pid, 0) == 0 },
+    }
+}
+
+/// Live child processes of `pid` (from `/proc`; empty where there is none).
+pub(crate) fn children_of(pid: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&child| proc_stat(child).is_some_and(|(state, ppid)| ppid == pid && state != 'Z'))
+        .collect()
+}
+
+/// The command name (`comm`) of `pid`, if `/proc` has it.
+pub(crate) fn command_name(pid: i32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    text.get(open + 1..close).map(str::to_owned)
+}

@@ -11,8 +11,11 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::wait_until;
-use momoko_testkit::{test_db, Cluster, StopMode};
+use common::{is_alive, server_processes, wait_until};
+use momoko_testkit::{
+    test_db, Cluster, PgBouncer, PgBouncerOptions, ReplicatedCluster, ReplicationOptions, StopMode,
+    SyncStandby,
+};
 
 const CHILD_ENV: &str = "MOMOKO_TESTKIT_TEST_CHILD";
 
@@ -26,6 +29,30 @@ fn child_entry() {
             let mut out = std::io::stdout().lock();
             writeln!(out, "\nDATADIR={}", c.data_dir().unwrap().display()).unwrap();
             writeln!(out, "PORT={}", c.port()).unwrap();
+            out.flush().unwrap();
+            drop(out);
+            loop {
+                std::thread::park();
+            }
+        }
+        Ok("replicated") => {
+            let mut options = ReplicationOptions::default();
+            options.sync = SyncStandby::Flush;
+            let rc = ReplicatedCluster::start(options).unwrap();
+            let bouncer = PgBouncer::start(rc.primary(), PgBouncerOptions::default()).unwrap();
+            let mut out = std::io::stdout().lock();
+            for server in [rc.primary(), rc.standby()] {
+                let data = server.data_dir().unwrap();
+                writeln!(out, "\nDIR={}", data.parent().unwrap().display()).unwrap();
+                writeln!(out, "PORT={}", server.port()).unwrap();
+                for pid in server_processes(data) {
+                    writeln!(out, "PID={pid}").unwrap();
+                }
+            }
+            writeln!(out, "DIR={}", bouncer.dir().display()).unwrap();
+            writeln!(out, "PORT={}", bouncer.port()).unwrap();
+            writeln!(out, "PID={}", bouncer.pid().unwrap()).unwrap();
+            writeln!(out, "READY").unwrap();
             out.flush().unwrap();
             drop(out);
             loop {
@@ -46,6 +73,12 @@ fn child_entry() {
             let e = futures::executor::block_on(c.start()).unwrap_err();
             assert_eq!(e.kind(), std::io::ErrorKind::Unsupported);
             let e = c.reload_with(&[], None).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::Unsupported);
+            let e = c.kill().unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::Unsupported);
+            let e = c.set_read_only(true).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::Unsupported);
+            let e = PgBouncer::start(c, PgBouncerOptions::default()).unwrap_err();
             assert_eq!(e.kind(), std::io::ErrorKind::Unsupported);
 
             let db = test_db("external");
@@ -135,6 +168,67 @@ fn guardian_cleans_up_after_kill_9() {
         wait_until(Duration::from_secs(5), || TcpStream::connect(addr).is_err()),
         "the child's server still accepts connections"
     );
+}
+
+/// The replicated pair and a pgbouncer in front of the primary: after `kill -9` of the test
+/// process every server process and pgbouncer are gone, and so are their directories.
+#[test]
+fn guardians_clean_up_replicated_cluster_and_pgbouncer_after_kill_9() {
+    let mut proc = KillOnDrop(child("replicated").spawn().unwrap());
+    let stdout = proc.0.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (mut dirs, mut ports, mut pids) = (Vec::new(), Vec::new(), Vec::new());
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the child reported its servers");
+        if let Some(d) = after(&line, "DIR=") {
+            dirs.push(PathBuf::from(d));
+        } else if let Some(p) = after(&line, "PORT=") {
+            ports.push(SocketAddr::from((
+                [127, 0, 0, 1],
+                p.parse::<u16>().unwrap(),
+            )));
+        } else if let Some(p) = after(&line, "PID=") {
+            pids.push(p.parse::<i32>().unwrap());
+        } else if line.contains("READY") {
+            break;
+        }
+    }
+    assert_eq!(dirs.len(), 3, "primary, standby, pgbouncer: {dirs:?}");
+    assert_eq!(ports.len(), 3);
+    assert!(pids.len() > 8, "{pids:?}");
+    assert!(dirs.iter().all(|d| d.is_dir()));
+    assert!(pids.iter().all(|&p| is_alive(p)));
+    for addr in &ports {
+        assert!(TcpStream::connect(addr).is_ok(), "{addr} is up");
+    }
+
+    proc.0.kill().unwrap(); // SIGKILL: no destructor runs in the child.
+    proc.0.wait().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(15), || dirs.iter().all(|d| !d.exists())),
+        "left behind 15 s after kill -9: {:?}",
+        dirs.iter().filter(|d| d.exists()).collect::<Vec<_>>()
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || pids
+            .iter()
+            .all(|&p| !is_alive(p))),
+        "processes left behind: {:?}",
+        pids.iter().filter(|&&p| is_alive(p)).collect::<Vec<_>>()
+    );
+    for addr in &ports {
+        assert!(TcpStream::connect(addr).is_err(), "{addr} still accepts");
+    }
 }
 
 #[test]
