@@ -184,6 +184,8 @@ enum Invalid {
     Nul,
     Length { got: usize, want: usize },
     Utf8,
+    JsonbVersion(u8),
+    Empty,
 }
 
 impl fmt::Display for Invalid {
@@ -194,6 +196,8 @@ impl fmt::Display for Invalid {
                 write!(f, "it encodes to {got} bytes where the type takes {want}")
             }
             Invalid::Utf8 => f.write_str("it encodes to bytes that are not valid UTF-8"),
+            Invalid::JsonbVersion(v) => write!(f, "it encodes as jsonb format version {v}"),
+            Invalid::Empty => f.write_str("it encodes to no bytes"),
         }
     }
 }
@@ -299,11 +303,10 @@ impl<'q> Rendering<'q> {
             .collect();
         match which.as_slice() {
             [one] => Error::parameter(format!(
-                "parameter {one}: the server rejected its encoding ({message}); execute would \
-                 send the same bytes"
+                "parameter {one}: the server refused its encoding ({message})"
             )),
             _ => Error::parameter(format!(
-                "the server rejected the encoding of a parameter ({message}); bind parameters \
+                "the server refused the encoding of a parameter ({message}); bind parameters \
                  of the conversion, in order: {}",
                 which.join(", ")
             )),
@@ -608,10 +611,11 @@ fn local_literal(ty: &Type, bin: &[u8]) -> std::result::Result<Option<Literal>, 
         // The server parses the same text whether it arrives bound or as a literal, so an
         // invalid document fails the same way in both.
         Type::JSON => typed(text(bin)?, "json"),
+        // Format version 1 is the only one the server reads.
         Type::JSONB => match bin.split_first() {
             Some((1, body)) => typed(text(body)?, "jsonb"),
-            // Another format version: the server decides.
-            _ => return Ok(None),
+            Some((version, _)) => return Err(Invalid::JsonbVersion(*version)),
+            None => return Err(Invalid::Empty),
         },
         _ => return Ok(None),
     };
@@ -760,6 +764,19 @@ mod tests {
         parameter_error(render("SELECT $1::bool", &[&v], Some(&[Type::BOOL])));
         let v = Permissive("");
         parameter_error(render("SELECT $1::bool", &[&v], Some(&[Type::BOOL])));
+    }
+
+    #[test]
+    fn jsonb_is_format_version_one() {
+        let v = Permissive("\u{1}[1]");
+        assert_eq!(
+            render("SELECT $1", &[&v], Some(&[Type::JSONB])).unwrap(),
+            "SELECT '[1]'::jsonb"
+        );
+        for v in [Permissive("\u{2}[1]"), Permissive("")] {
+            let msg = parameter_error(render("SELECT $1", &[&v], Some(&[Type::JSONB])));
+            assert!(msg.contains("jsonb"), "{msg}");
+        }
     }
 
     #[test]
