@@ -1022,6 +1022,11 @@ pub async fn mogrify_equals_execute(ctx: &Ctx) {
         ("int4", Permissive("abcd")),
         ("timestamptz", Permissive("hello")),
         ("uuid", Permissive("0123456789abcdef")),
+        ("\"char\"", Permissive("A")),
+        (
+            "name",
+            Permissive("a name of sixty-five bytes, longer than the 63 a name may hold.."),
+        ),
     ] {
         let sql = format!("SELECT ($1::{cast})::text");
         let direct = conn.execute(&sql, &[&value]).await;
@@ -1046,15 +1051,18 @@ pub async fn mogrify_equals_execute(ctx: &Ctx) {
         conn.ping().await.expect("usable after the check");
     }
     assert_eq!(
-        refused,
-        [
-            ("int4", "hello"),
-            ("int8", "hello"),
-            ("bool", "hello"),
-            ("timestamptz", "hello")
-        ],
-        "the server refuses the wrong-sized encodings and takes the right-sized ones"
+        refused.iter().map(|(cast, _)| *cast).collect::<Vec<_>>(),
+        ["int4", "int8", "bool", "timestamptz", "name"],
+        "the server refuses the wrong-sized encodings and too long a name, and takes the rest"
     );
+    // "char" is not char (character(1)): a byte above 127 reads back as the same byte.
+    let sql = "SELECT $1::\"char\"";
+    let text = conn
+        .mogrify(sql, &[&-127i8])
+        .await
+        .expect("mogrify a \"char\"");
+    assert_eq!(scalar::<i8>(&conn, &text, &[]).await, -127, "{text}");
+    assert_eq!(scalar::<i8>(&conn, sql, &[&-127i8]).await, -127);
 
     // A statement that cannot be prepared: the value decides, and "hello" could be text, bytea,
     // json, … which read back differently.
