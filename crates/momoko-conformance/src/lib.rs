@@ -128,6 +128,7 @@ macro_rules! __for_each_case {
                 mogrify_round_trips,
                 mogrify_resists_injection,
                 mogrify_nul_and_count_errors,
+                mogrify_equals_execute,
                 transaction_commits,
                 transaction_rolls_back,
                 transaction_with_closure,

@@ -67,6 +67,14 @@ impl fmt::Display for SqlTextError {
 
 impl std::error::Error for SqlTextError {}
 
+/// Every SQL text error is the caller's query or values being wrong: a parameter error, raised
+/// before anything is sent.
+impl From<SqlTextError> for crate::error::Error {
+    fn from(e: SqlTextError) -> crate::error::Error {
+        crate::error::Error::parameter(e.to_string())
+    }
+}
+
 /// True for bytes that may start an unquoted identifier (bytes >= 0x80 count, as in PostgreSQL).
 fn is_ident_start(b: u8) -> bool {
     b.is_ascii_alphabetic() || b == b'_' || b >= 0x80

@@ -962,6 +962,183 @@ pub async fn mogrify_nul_and_count_errors(ctx: &Ctx) {
     assert_eq!(scalar::<i32>(&conn, "SELECT 5", &[]).await, 5);
 }
 
+/// A value that claims every SQL type and writes its string's bytes whatever the type: a text
+/// wrapper that trusts the statement to say what it is.
+#[derive(Debug)]
+struct Permissive(&'static str);
+
+impl ToSql for Permissive {
+    fn to_sql(
+        &self,
+        _: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<momoko_core::tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>>
+    {
+        out.extend_from_slice(self.0.as_bytes());
+        Ok(momoko_core::tokio_postgres::types::IsNull::No)
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    momoko_core::tokio_postgres::types::to_sql_checked!();
+}
+
+/// `mogrify` renders exactly the value `execute` binds for the same parameter, or fails with a
+/// `Parameter` error: a value that accepts every SQL type is rendered as the statement's type
+/// (never as the first type it happens to accept), bytes the server would reject are an error
+/// (not some other value), a statement that cannot be prepared still mogrifies inside a
+/// transaction without aborting it, and a value whose type cannot be told is an error.
+pub async fn mogrify_equals_execute(ctx: &Ctx) {
+    let conn = ctx.connect().await;
+    let hello = Permissive("hello");
+
+    // The statement's type decides, as for execute.
+    for (sql, expected) in [
+        ("SELECT $1::text", "SELECT 'hello'::text"),
+        ("SELECT $1", "SELECT 'hello'"),
+        ("SELECT $1::varchar", "SELECT 'hello'::varchar"),
+    ] {
+        let text = conn
+            .mogrify(sql, &[&hello])
+            .await
+            .unwrap_or_else(|e| panic!("mogrify {sql}: {e:?}"));
+        assert_eq!(text, expected);
+        let back: String = scalar(&conn, &text, &[]).await;
+        let direct: String = scalar(&conn, sql, &[&hello]).await;
+        assert_eq!(back, direct, "{sql} mogrified to {text:?}");
+        assert_eq!(back, "hello");
+    }
+
+    // As int4, "hello" is five bytes where int4 takes four: whatever execute does with a value,
+    // mogrify agrees (when the server refuses the bytes, mogrify fails rather than render some
+    // other value).
+    let mut refused = Vec::new();
+    for (cast, value) in [
+        ("int4", Permissive("hello")),
+        ("int8", Permissive("hello")),
+        ("bool", Permissive("hello")),
+        ("int4", Permissive("abcd")),
+        ("timestamptz", Permissive("hello")),
+        ("uuid", Permissive("0123456789abcdef")),
+        ("\"char\"", Permissive("A")),
+        (
+            "name",
+            Permissive("a name of sixty-five bytes, longer than the 63 a name may hold.."),
+        ),
+    ] {
+        let sql = format!("SELECT ($1::{cast})::text");
+        let direct = conn.execute(&sql, &[&value]).await;
+        let mogrified = conn.mogrify(&sql, &[&value]).await;
+        match direct {
+            Err(e) => {
+                let m = mogrified.expect_err(&format!(
+                    "execute refuses {value:?} as {cast} ({e}); mogrify must fail too"
+                ));
+                assert!(m.is_parameter(), "{value:?} as {cast}: {m:?}");
+                refused.push((cast, value.0));
+            }
+            Ok(cursor) => {
+                let expected: String = cursor.scalar().expect("the value as text");
+                let text = mogrified.unwrap_or_else(|e| {
+                    panic!("execute binds {value:?} as {cast}; mogrify failed: {e:?}")
+                });
+                let back: String = scalar(&conn, &text, &[]).await;
+                assert_eq!(back, expected, "{value:?} as {cast} mogrified to {text:?}");
+            }
+        }
+        conn.ping().await.expect("usable after the check");
+    }
+    assert_eq!(
+        refused.iter().map(|(cast, _)| *cast).collect::<Vec<_>>(),
+        ["int4", "int8", "bool", "timestamptz", "name"],
+        "the server refuses the wrong-sized encodings and too long a name, and takes the rest"
+    );
+    // "char" is not char (character(1)): a byte above 127 reads back as the same byte.
+    let sql = "SELECT $1::\"char\"";
+    let text = conn
+        .mogrify(sql, &[&-127i8])
+        .await
+        .expect("mogrify a \"char\"");
+    assert_eq!(scalar::<i8>(&conn, &text, &[]).await, -127, "{text}");
+    assert_eq!(scalar::<i8>(&conn, sql, &[&-127i8]).await, -127);
+
+    // A statement that cannot be prepared: the value decides, and "hello" could be text, bytea,
+    // json, … which read back differently.
+    let e = conn
+        .mogrify("FETCH $1 FROM c", &[&hello])
+        .await
+        .expect_err("the type of a permissive value in FETCH cannot be told");
+    assert!(e.is_parameter(), "{e:?}");
+    assert!(e.to_string().contains("ambiguous"), "{e}");
+    assert_eq!(
+        conn.mogrify("FETCH $1 FROM c", &[&10i32])
+            .await
+            .expect("mogrify FETCH while idle"),
+        "FETCH 10 FROM c"
+    );
+
+    // Inside a transaction on a held connection: FETCH is never prepared (the failing Parse
+    // would abort the transaction), and the transaction goes on.
+    let pool = ctx
+        .pool_builder()
+        .size(1)
+        .connect()
+        .await
+        .expect("connect the pool");
+    let held = pool.getconn().await.expect("getconn");
+    // A cached timestamptz statement, so that its type is known inside the transaction.
+    held.execute("SELECT $1::timestamptz", &[&UNIX_EPOCH])
+        .await
+        .expect("cache a timestamptz statement");
+    held.batch_execute("BEGIN; DECLARE c CURSOR FOR SELECT generate_series(1, 100) AS n")
+        .await
+        .expect("begin and declare");
+    let fetch = held
+        .mogrify("FETCH $1 FROM c", &[&10i32])
+        .await
+        .expect("mogrify FETCH in a transaction");
+    assert_eq!(fetch, "FETCH 10 FROM c");
+    let e = held
+        .mogrify("FETCH $1 FROM c", &[&hello])
+        .await
+        .expect_err("ambiguous in a transaction too");
+    assert!(e.is_parameter(), "{e:?}");
+    assert!(e.to_string().contains("ambiguous"), "{e}");
+    // The server refuses the bytes of the cached statement's type: the transaction survives.
+    let e = held
+        .mogrify("SELECT $1::timestamptz", &[&hello])
+        .await
+        .expect_err("five bytes are no timestamptz");
+    assert!(e.is_parameter(), "{e:?}");
+    let t = UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456);
+    let at = held
+        .mogrify("SELECT $1::timestamptz", &[&t])
+        .await
+        .expect("a timestamptz in a transaction");
+    assert_eq!(
+        held.transaction_status(),
+        momoko_core::TransactionStatus::InTransaction,
+        "the transaction is intact"
+    );
+    let rows = held
+        .execute(&fetch, &[])
+        .await
+        .expect("the mogrified FETCH");
+    assert_eq!(ints(&rows), (1..=10).collect::<Vec<i32>>());
+    let back: std::time::SystemTime = held
+        .execute(&at, &[])
+        .await
+        .expect("the mogrified timestamptz")
+        .scalar()
+        .expect("a timestamp");
+    assert_eq!(back, t);
+    held.batch_execute("COMMIT").await.expect("commit");
+    drop(held);
+    pool.close().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Transactions and server-side cursors
 // ---------------------------------------------------------------------------------------------

@@ -235,20 +235,41 @@ impl Connection {
     /// [`ErrorKind::Parameter`](crate::ErrorKind::Parameter) for an invalid name, and everything
     /// [`execute`](Connection::execute) reports.
     pub async fn callproc(&self, name: &str, params: &[Param<'_>]) -> Result<Cursor> {
-        let sql = sql::callproc_sql(name, params.len()).map_err(sql_text_error)?;
+        let sql = sql::callproc_sql(name, params.len())?;
         self.execute(&sql, params).await
     }
 
-    /// Returns the query with every `$n` replaced by the literal value of `params[n-1]`, exactly as
-    /// the server would read it back, like psycopg2's `mogrify`. Values are quoted by momoko, never
-    /// pasted raw, so no value can change the statement's structure.
+    /// Returns the query with every `$n` replaced by the literal value of `params[n-1]`, like
+    /// psycopg2's `mogrify`. Each literal reads back as exactly the value
+    /// [`execute`](Connection::execute) would bind for that parameter; when that cannot be
+    /// guaranteed, `mogrify` fails instead of guessing. Values are quoted by momoko, never pasted
+    /// raw, so no value can change the statement's structure.
     ///
-    /// As in psycopg2, the SQL type of each value comes from its Rust type (`bool`, integers,
-    /// floats, text, `Vec<u8>` as bytea, JSON, timestamps, UUIDs and arrays of those); text is
-    /// written as an untyped string literal so it fits any context. The statement itself is never
-    /// sent, so it may be one that takes no parameters server-side (`FETCH $1 FROM c`), and
-    /// calling `mogrify` inside a transaction cannot disturb it. Values whose text form needs the
-    /// server (timestamps, arrays, …) are converted with one `SELECT $1::text` round trip.
+    /// How each value's SQL type is decided:
+    ///
+    /// * **The statement's parameter types**, which are what `execute` binds, when they can be
+    ///   learnt without disturbing the session: the statement is already in this connection's
+    ///   cache, or the connection is idle outside any transaction block (as the server last
+    ///   reported it), where preparing it (and caching it, as `execute` does) costs one round trip
+    ///   and a failure aborts nothing. Inside a transaction block a statement that is not cached
+    ///   is never prepared: a failing Parse would abort the transaction. The value is encoded
+    ///   exactly as `execute` encodes it, and bytes the server would reject are an error.
+    /// * **The value's Rust type** otherwise: when the statement cannot be prepared (`FETCH $1
+    ///   FROM c` takes no parameters server-side), is not cached inside a transaction, or the
+    ///   value does not accept the statement's type at all (`SELECT $1` is prepared with a text
+    ///   parameter, which `execute` would refuse an integer for; `mogrify` writes the integer,
+    ///   as psycopg2 does). Every SQL type the value accepts (`bool`, integers, floats, text,
+    ///   `Vec<u8>` as bytea, JSON, timestamps, UUIDs and arrays of those) is tried, and if they
+    ///   would not all read back as the same value, the type is ambiguous and `mogrify` fails:
+    ///   cast the placeholder (`$1::text`) in a statement that can be prepared, or pass a value of
+    ///   a concrete Rust type.
+    ///
+    /// Text is written as an untyped string literal so it fits any context. Booleans, numbers,
+    /// text, bytea and JSON are rendered locally; other values (timestamps, arrays, …) are
+    /// converted to text by the server from the same bytes bound as the same type, with one
+    /// `SELECT $1::text` round trip (inside a transaction block, between a savepoint and its
+    /// release, so that a value the server rejects does not abort the transaction), and written
+    /// with an explicit cast. The caller's statement itself is never run.
     ///
     /// ```no_run
     /// # async fn demo(conn: &momoko_core::Connection) -> momoko_core::Result<()> {
@@ -260,9 +281,87 @@ impl Connection {
     /// # Errors
     ///
     /// [`ErrorKind::Parameter`](crate::ErrorKind::Parameter) when the number of parameters does
-    /// not match the placeholders, a value cannot be encoded, or text contains a NUL byte.
+    /// not match the placeholders, a value cannot be encoded, its bytes are not a valid value of
+    /// its type, text contains a NUL byte, or a value's type is ambiguous;
+    /// [`ErrorKind::Closed`](crate::ErrorKind::Closed) when the connection is gone and the
+    /// server was needed.
     pub async fn mogrify(&self, sql: &str, params: &[Param<'_>]) -> Result<String> {
-        mogrify::mogrify(self, sql, params).await
+        mogrify::check_count(sql, params.len())?;
+        if params.is_empty() {
+            return Ok(sql.to_owned());
+        }
+        let types = self.mogrify_types(sql).await?;
+        let rendering = mogrify::Rendering::start(sql, params, types.as_deref())?;
+        let texts = self.mogrify_texts(&rendering, params).await?;
+        rendering.finish(texts)
+    }
+
+    /// The parameter types `execute` would bind `sql` with, when they can be learnt without
+    /// disturbing the session (see [`Connection::mogrify`]); `None` when the values must decide.
+    async fn mogrify_types(&self, sql: &str) -> Result<Option<Vec<Type>>> {
+        if let Some(statement) = self.cached_statement(sql) {
+            return Ok(Some(statement.params().to_vec()));
+        }
+        if self.transaction_status() != TransactionStatus::Idle {
+            return Ok(None);
+        }
+        match self.statement(sql).await {
+            Ok((statement, _)) => Ok(Some(statement.params().to_vec())),
+            // The server cannot prepare it (FETCH $1, a missing table, …): the values decide.
+            Err(e) if e.as_db_error().is_some() && !e.is_connection_lost() => Ok(None),
+            Err(e) => Err(e.not_executed()),
+        }
+    }
+
+    /// The server's text for each of `rendering`'s conversions.
+    async fn mogrify_texts(
+        &self,
+        rendering: &mogrify::Rendering<'_>,
+        params: &[Param<'_>],
+    ) -> Result<Vec<Option<String>>> {
+        const SAVEPOINT: &str = "momoko_mogrify";
+        if rendering.conversions().is_empty() {
+            return Ok(Vec::new());
+        }
+        let typed = rendering.conversion_params(params)?;
+        // Inside a transaction block, a value the server rejects would abort the caller's
+        // transaction: the savepoint confines the failure to the conversion.
+        let fenced = self.transaction_status() == TransactionStatus::InTransaction;
+        if fenced {
+            self.simple(&format!("SAVEPOINT {SAVEPOINT}")).await?;
+        }
+        let rows = self
+            .tracked(self.client.query_typed(&rendering.conversion_sql(), &typed))
+            .await
+            .map_err(Error::from_pg);
+        if fenced {
+            let undo = if rows.is_ok() {
+                format!("RELEASE SAVEPOINT {SAVEPOINT}")
+            } else {
+                format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}; RELEASE SAVEPOINT {SAVEPOINT}")
+            };
+            let undone = self.simple(&undo).await;
+            if rows.is_ok() {
+                undone?;
+            }
+        }
+        let rows = rows.map_err(|e| match e.as_db_error() {
+            // The bytes themselves were refused (bad binary format, too short, bad encoding,
+            // too long a name): the value's fault, like the same bytes bound by execute.
+            Some(db) if is_rejected_value(db.code().code()) => {
+                rendering.rejected(&format!("{}: {}", db.code().code(), db.message()))
+            }
+            _ => e,
+        })?;
+        let row = rows.first().ok_or_else(|| {
+            Error::new(
+                crate::ErrorKind::Protocol,
+                "mogrify: no row from the server",
+            )
+        })?;
+        (0..rendering.conversions().len())
+            .map(|k| row.try_get::<_, Option<String>>(k).map_err(Error::from_pg))
+            .collect()
     }
 
     /// Runs `statements` in one transaction: `BEGIN`, each statement, `COMMIT`, and returns one
@@ -569,10 +668,9 @@ impl Connection {
         }
     }
 
-    pub(crate) async fn prepare_typed(&self, sql: &str, types: &[Type]) -> Result<Statement> {
-        self.tracked(self.client.prepare_typed(sql, types))
-            .await
-            .map_err(Error::from_pg)
+    /// The statement for `sql` if this connection has it prepared already; never prepares.
+    pub(crate) fn cached_statement(&self, sql: &str) -> Option<Statement> {
+        self.lock_cache().get(sql)
     }
 
     fn forget(&self, sql: &str) {
@@ -688,6 +786,8 @@ fn is_stale_statement(e: &Error) -> bool {
     }
 }
 
-pub(crate) fn sql_text_error(e: sql::SqlTextError) -> Error {
-    Error::parameter(e.to_string())
+/// Whether a server error refusing a bound value is about the value's bytes (SQLSTATE class 22
+/// data exception, `08P01` for too few bytes, `42622` for too long a name).
+fn is_rejected_value(code: &str) -> bool {
+    code.starts_with("22") || code == "08P01" || code == "42622"
 }

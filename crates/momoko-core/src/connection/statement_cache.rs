@@ -64,6 +64,15 @@ impl StatementCache {
         }
     }
 
+    /// The statement if it is prepared; never asks for it to be prepared, and does not count as a
+    /// use.
+    pub(super) fn get(&self, sql: &str) -> Option<Statement> {
+        match self.map.get(sql) {
+            Some(Slot::Ready { statement, .. }) => Some(statement.clone()),
+            _ => None,
+        }
+    }
+
     /// The caller that got [`Lookup::Prepare`] succeeded: keep the statement (unless the cache
     /// is off) and hand it to everyone who waited.
     pub(super) fn prepared(&mut self, sql: &str, statement: &Statement) {
