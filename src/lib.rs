@@ -15,7 +15,9 @@
 //! | `async-std` | `momoko::async_std` | `AsyncStdExecutor` |
 //! | `smol` | `momoko::smol` | `SmolExecutor` |
 //!
-//! Any other runtime plugs in by implementing [`Executor`].
+//! Any other runtime plugs in by implementing [`Executor`]. The `tls` feature turns on TLS
+//! (rustls with ring) for every backend; without it, `sslmode=prefer` connects in plain text and
+//! the modes that require TLS fail with a configuration error.
 //!
 //! ```no_run
 //! # #[cfg(feature = "tokio")]
@@ -30,10 +32,13 @@
 //! # Ok(()) }
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub use momoko_core::*;
 
 /// The tokio backend.
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio {
     pub use momoko_tokio::{connect, TokioExecutor};
 
@@ -45,6 +50,7 @@ pub mod tokio {
 
 /// The async-std backend (async-std is discontinued upstream; prefer smol for new code).
 #[cfg(feature = "async-std")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async-std")))]
 pub mod async_std {
     pub use momoko_async_std::{connect, AsyncStdExecutor};
 
@@ -56,6 +62,7 @@ pub mod async_std {
 
 /// The smol backend.
 #[cfg(feature = "smol")]
+#[cfg_attr(docsrs, doc(cfg(feature = "smol")))]
 pub mod smol {
     pub use momoko_smol::{connect, SmolExecutor};
 
@@ -64,3 +71,9 @@ pub mod smol {
         crate::Pool::builder(dsn, SmolExecutor::shared())
     }
 }
+
+/// The README's examples, compiled and run as doctests so that they cannot rot. They are written
+/// for the default backend, tokio.
+#[cfg(all(doctest, feature = "tokio"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -7,10 +7,20 @@
 //!
 //! Placeholders are PostgreSQL's own: `$1`, `$2`, …. Values cross with tokio-postgres'
 //! [`ToSql`]/[`FromSql`] traits.
+//!
+//! Features (none is on by default):
+//!
+//! * `tls`: TLS through rustls with ring (`sslmode`, `sslrootcert`, client certificates). Without
+//!   it, `sslmode=prefer` connects in plain text and the modes that require TLS fail with a
+//!   configuration error.
+//! * `async-io`: `AsyncIoStream`, sockets of async-io's reactor (smol, async-std) through tokio's
+//!   I/O traits.
 
 #![forbid(unsafe_op_in_unsafe_fn)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "async-io")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async-io")))]
 mod async_io;
 mod config;
 mod connection;
@@ -23,6 +33,7 @@ mod sql;
 mod tls;
 
 #[cfg(feature = "async-io")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async-io")))]
 pub use async_io::AsyncIoStream;
 pub use config::ConnectOptions;
 pub use connection::{Connection, Param, Query, TransactionStatus};
