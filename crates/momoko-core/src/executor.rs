@@ -123,46 +123,54 @@ pub(crate) struct Elapsed;
 
 /// Runs `future` until it completes or `duration` elapses on the executor's timer, whichever comes
 /// first. The future is dropped when the timer wins.
-pub(crate) async fn timeout<F: Future>(
+pub(crate) fn timeout<F: Future>(
     executor: &dyn Executor,
     duration: Duration,
     future: F,
-) -> Result<F::Output, Elapsed> {
-    let sleep = executor.sleep(duration);
+) -> Timeout<F> {
     Timeout {
-        future: Box::pin(future),
-        sleep,
+        future,
+        sleep: Some(executor.sleep(duration)),
     }
-    .await
 }
 
 /// Like [`timeout`], but `None` means no limit.
-pub(crate) async fn maybe_timeout<F: Future>(
+pub(crate) fn maybe_timeout<F: Future>(
     executor: &dyn Executor,
     duration: Option<Duration>,
     future: F,
-) -> Result<F::Output, Elapsed> {
-    match duration {
-        Some(d) => timeout(executor, d, future).await,
-        None => Ok(future.await),
+) -> Timeout<F> {
+    Timeout {
+        future,
+        sleep: duration.map(|d| executor.sleep(d)),
     }
 }
 
-struct Timeout<F> {
-    future: Pin<Box<F>>,
-    sleep: BoxFuture<'static, ()>,
+pin_project_lite::pin_project! {
+    /// The future of [`timeout`] and [`maybe_timeout`]. A named future rather than an `async fn`:
+    /// an `async fn` keeps its argument and the awaited future as two copies in its state, which
+    /// doubled the size of every pool call's future.
+    pub(crate) struct Timeout<F> {
+        #[pin]
+        future: F,
+        sleep: Option<BoxFuture<'static, ()>>,
+    }
 }
 
 impl<F: Future> Future for Timeout<F> {
     type Output = Result<F::Output, Elapsed>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let Poll::Ready(out) = self.future.as_mut().poll(cx) {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(out) = this.future.poll(cx) {
             return Poll::Ready(Ok(out));
         }
-        match self.sleep.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(Elapsed)),
-            Poll::Pending => Poll::Pending,
+        match this.sleep {
+            Some(sleep) => match sleep.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(Elapsed)),
+                Poll::Pending => Poll::Pending,
+            },
+            None => Poll::Pending,
         }
     }
 }

@@ -3,6 +3,8 @@
 mod open;
 mod query;
 mod statement_cache;
+#[cfg(feature = "tls")]
+mod tls_tap;
 mod wire;
 
 pub use query::{Param, Query};
@@ -161,7 +163,10 @@ impl Connection {
         if params.is_empty() && sql::has_several_statements(sql) {
             // Several statements cannot be prepared; like psycopg2 (and Momoko), run them with
             // the simple protocol, as one implicit transaction.
-            return self.simple_cursor(sql).await;
+            // Boxed here and on the other rare paths below: an inline future would make every
+            // caller's future larger (measured: `Pool::execute` 2.7 kB → 5.5 kB in a debug
+            // build, enough to overflow a 2 MiB test thread that nests a few of them).
+            return Box::pin(self.simple_cursor(sql)).await;
         }
         let started = liveness.map(|_| self.shared.executor.now());
         // Preparing executes nothing: a failure here is always safe to retry elsewhere.
@@ -169,7 +174,7 @@ impl Connection {
         check_param_count(&statement, params)?;
         if let (Some(liveness), Some(now), false) = (liveness, started, fresh) {
             if self.quiet_for(now) > liveness.window {
-                self.prove_alive(liveness.bound)
+                Box::pin(self.prove_alive(liveness.bound))
                     .await
                     .map_err(Error::not_executed)?;
             }
@@ -179,7 +184,9 @@ impl Connection {
                 // The server forgot or changed the statement (DISCARD ALL, ALTER TABLE, …):
                 // prepare it afresh once.
                 self.forget(sql);
-                let (statement, _) = self.statement(sql).await.map_err(Error::not_executed)?;
+                let (statement, _) = Box::pin(self.statement(sql))
+                    .await
+                    .map_err(Error::not_executed)?;
                 self.query_statement(&statement, params).await
             }
             Err(e) if e.is_server_termination() => Err(e.not_executed()),
@@ -599,21 +606,15 @@ impl Connection {
     /// Runs one exchange with the server, marking the connection when the future is dropped
     /// before it finishes: its requests may then still sit in tokio-postgres' queue, unwritten,
     /// and the pool must not trust the wire's "nothing in flight" until a round trip proves it.
-    async fn tracked<F: Future>(&self, exchange: F) -> F::Output {
-        struct Mark<'a>(&'a Connection, bool);
-        impl Drop for Mark<'_> {
-            fn drop(&mut self) {
-                self.0.calls.fetch_sub(1, Ordering::Relaxed);
-                if self.1 {
-                    self.0.abandoned.store(true, Ordering::Relaxed);
-                }
-            }
-        }
+    fn tracked<F: Future>(&self, exchange: F) -> Tracked<'_, F> {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let mut mark = Mark(self, true);
-        let out = exchange.await;
-        mark.1 = false;
-        out
+        Tracked {
+            exchange,
+            mark: Mark {
+                conn: self,
+                finished: false,
+            },
+        }
     }
 
     /// Where this connection went, like `"host 127.0.0.1 port 5432"`.
@@ -647,8 +648,9 @@ impl Connection {
                         sql,
                         done: false,
                     };
-                    let prepared = self
-                        .tracked(self.client.prepare(sql))
+                    // Boxed: a cache miss is the rare path, and tokio-postgres' prepare future is
+                    // the largest part of an execute.
+                    let prepared = Box::pin(self.tracked(self.client.prepare(sql)))
                         .await
                         .map_err(Error::from_pg);
                     lead.done = true;
@@ -721,6 +723,45 @@ impl Connection {
     #[doc(hidden)]
     pub fn cached_statements(&self) -> usize {
         self.lock_cache().ready_len()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Connection::tracked`] (named, not an `async fn`: that would keep two
+    /// copies of `exchange` in its state).
+    struct Tracked<'c, F> {
+        #[pin]
+        exchange: F,
+        mark: Mark<'c>,
+    }
+}
+
+/// Counts a call in progress; marks the connection if the call is dropped before it finished.
+struct Mark<'c> {
+    conn: &'c Connection,
+    finished: bool,
+}
+
+impl Drop for Mark<'_> {
+    fn drop(&mut self) {
+        self.conn.calls.fetch_sub(1, Ordering::Relaxed);
+        if !self.finished {
+            self.conn.abandoned.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<F: Future> Future for Tracked<'_, F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let this = self.project();
+        let out = std::task::ready!(this.exchange.poll(cx));
+        this.mark.finished = true;
+        std::task::Poll::Ready(out)
     }
 }
 

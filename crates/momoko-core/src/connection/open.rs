@@ -14,7 +14,7 @@ use tracing::debug;
 
 use crate::config::{ConnectOptions, Target};
 #[cfg(feature = "tls")]
-use crate::connection::wire::TlsTap;
+use crate::connection::tls_tap::TlsTap;
 use crate::connection::wire::{Observed, Wire};
 use crate::error::{Error, ErrorKind, Result};
 use crate::executor::{maybe_timeout, Executor, SharedExecutor, Socket};

@@ -9,7 +9,7 @@ use tokio_postgres::types::ToSql;
 /// `serde_json::Value`, `Option<T>` for NULL, arrays, …).
 pub type Param<'a> = &'a (dyn ToSql + Sync);
 
-/// One statement of a [`Connection::transaction`]: SQL text and its parameters.
+/// One statement of a [`Connection::transaction`](crate::Connection::transaction): SQL text and its parameters.
 ///
 /// Built from a `&str` (no parameters) or a `(&str, &[Param])` pair:
 ///

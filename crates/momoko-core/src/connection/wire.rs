@@ -23,7 +23,7 @@
 //! stores, no allocation and no system call.
 //!
 //! With TLS, the bytes on the socket are ciphertext: the raw stream's observer stops at the
-//! moment the TLS handshake begins ([`TlsTap`]) and an observer on the TLS stream's plaintext
+//! moment the TLS handshake begins (`TlsTap`) and an observer on the TLS stream's plaintext
 //! side takes over, sharing the same [`Wire`].
 
 use std::io;
@@ -32,9 +32,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use futures_core::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_postgres::tls::{ChannelBinding, TlsConnect, TlsStream};
+use tokio_postgres::tls::{ChannelBinding, TlsStream};
 
 /// `SSLRequest` code (the server answers it with one unframed byte, `S` or `N`).
 const SSL_REQUEST: u32 = 80_877_103;
@@ -143,6 +142,12 @@ impl Wire {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.clone())
+    }
+
+    /// A TLS handshake starts on the raw stream: from now on it carries ciphertext.
+    #[cfg(feature = "tls")]
+    pub(crate) fn leave_plaintext(&self) {
+        self.raw_is_plaintext.0.store(false, Ordering::SeqCst);
     }
 
     /// Resolves once nothing is in flight or the stream has ended.
@@ -378,6 +383,13 @@ impl<S> Observed<S> {
         Observed::new(inner, wire, true)
     }
 
+    /// Observes the plaintext side of a TLS session from its first byte (the raw stream under
+    /// it stops being observed: see `Wire::leave_plaintext`).
+    #[cfg(feature = "tls")]
+    pub(crate) fn tls(inner: S, wire: Arc<Wire>) -> Observed<S> {
+        Observed::new(inner, wire, false)
+    }
+
     fn new(inner: S, wire: Arc<Wire>, raw: bool) -> Observed<S> {
         Observed {
             inner,
@@ -549,40 +561,5 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Observed<S> {
 impl<S: TlsStream + Unpin> TlsStream for Observed<S> {
     fn channel_binding(&self) -> ChannelBinding {
         self.inner.channel_binding()
-    }
-}
-
-/// A TLS connector whose sessions are observed: when the handshake starts, the raw stream's
-/// observer stops (ciphertext from then on) and the TLS stream's plaintext side is observed.
-pub(crate) struct TlsTap<C> {
-    inner: C,
-    wire: Arc<Wire>,
-}
-
-impl<C> TlsTap<C> {
-    pub(crate) fn new(inner: C, wire: Arc<Wire>) -> TlsTap<C> {
-        TlsTap { inner, wire }
-    }
-}
-
-impl<S, C> TlsConnect<S> for TlsTap<C>
-where
-    C: TlsConnect<S>,
-    C::Future: Send + 'static,
-    C::Stream: Send + 'static,
-{
-    type Stream = Observed<C::Stream>;
-    type Error = C::Error;
-    type Future = BoxFuture<'static, Result<Observed<C::Stream>, C::Error>>;
-
-    fn connect(self, stream: S) -> Self::Future {
-        self.wire.raw_is_plaintext.0.store(false, Ordering::SeqCst);
-        let wire = self.wire;
-        let handshake = self.inner.connect(stream);
-        Box::pin(async move {
-            let tls = handshake.await?;
-            // The startup packet goes over TLS, untyped, like on a plain stream.
-            Ok(Observed::new(tls, wire, false))
-        })
     }
 }

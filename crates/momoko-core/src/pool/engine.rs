@@ -760,10 +760,7 @@ impl PoolInner {
 
     /// A copy of the error of the last failed connect, while the database is considered down.
     pub(crate) fn last_down_error(&self) -> Option<Error> {
-        self.lock()
-            .down
-            .as_ref()
-            .map(Error::copy)
+        self.lock().down.as_ref().map(Error::copy)
     }
 
     fn spawn_maintenance(self: &Arc<Self>) {

@@ -295,3 +295,29 @@ mod tests {
         assert_send(&conn.execute("SELECT 1", &[]));
     }
 }
+#[cfg(test)]
+mod future_sizes {
+    use super::*;
+
+    fn size<T: 'static, R>(_: impl FnOnce(&'static T) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    /// Pool futures stay small: applications nest several in one task (`join!`, `select!`), and
+    /// a task's future is moved on the stack while it starts. In a debug build, doubling them
+    /// (an `async fn` wrapper that keeps two copies of its argument) overflowed a 2 MiB test
+    /// thread. Measured with rustc 1.95, debug: execute 1760 B, transaction 3576 B, getconn
+    /// 312 B.
+    #[test]
+    fn pool_futures_stay_small() {
+        let execute = size(|p: &'static Pool| p.execute("SELECT 1", &[]));
+        let transaction = size(|p: &'static Pool| p.transaction(["SELECT 1".into()]));
+        let getconn = size(|p: &'static Pool| p.getconn());
+        assert!(execute <= 3 * 1024, "Pool::execute: {execute} bytes");
+        assert!(
+            transaction <= 6 * 1024,
+            "Pool::transaction: {transaction} bytes"
+        );
+        assert!(getconn <= 1024, "Pool::getconn: {getconn} bytes");
+    }
+}

@@ -162,7 +162,8 @@ pub(crate) async fn run<O: Operation>(inner: &Arc<PoolInner>, op: &O) -> Result<
         Err(e) if should_retry(inner, &e) => {
             inner.count_retry();
             debug!(target: "momoko", error = %e, status = ?inner.status(), "retrying on another connection");
-            exclusive(inner, op, true).await
+            // Boxed: the rare path should not double the size of every caller's future.
+            Box::pin(exclusive(inner, op, true)).await
         }
         other => other,
     }
@@ -188,7 +189,7 @@ async fn exclusive<O: Operation>(
     verified: bool,
 ) -> Result<O::Output> {
     let mut conn = if verified {
-        checkout_verified(inner).await?
+        Box::pin(checkout_verified(inner)).await?
     } else {
         checkout(inner).await?
     };

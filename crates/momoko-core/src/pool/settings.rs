@@ -27,7 +27,7 @@ pub enum RetryPolicy {
     Always,
 }
 
-/// The pool's settings, as given to the [`PoolBuilder`].
+/// The pool's settings, as given to the [`PoolBuilder`](crate::PoolBuilder).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct PoolConfig {
