@@ -181,7 +181,7 @@ pub async fn getconn_after_a_silent_disconnect(ctx: &Ctx) {
         .connect()
         .await
         .unwrap();
-    let first = backend_pid(&pool.getconn().await.unwrap()).await;
+    let first = pool_pid(&pool).await;
     proxy.silence_all();
     let conn = within(
         ctx,
