@@ -193,6 +193,13 @@ macro_rules! __for_each_case {
                 multi_statement_execute,
                 transaction_status_follows_the_server,
             ],
+            fleet: [
+                target_session_attrs_choose_the_server,
+                load_balance_hosts_spreads_connections,
+                read_write_pool_leaves_a_read_only_server,
+                cluster_routes_reads_to_the_standby,
+                failover_keeps_every_acknowledged_write,
+            ],
             hostile: [
                 malformed_dsns_and_unknown_hosts,
                 wrong_parameters_everywhere,

@@ -22,6 +22,7 @@
 #[cfg(feature = "async-io")]
 #[cfg_attr(docsrs, doc(cfg(feature = "async-io")))]
 mod async_io;
+mod cluster;
 mod config;
 mod connection;
 mod cursor;
@@ -35,7 +36,8 @@ mod tls;
 #[cfg(feature = "async-io")]
 #[cfg_attr(docsrs, doc(cfg(feature = "async-io")))]
 pub use async_io::AsyncIoStream;
-pub use config::ConnectOptions;
+pub use cluster::{Cluster, ClusterBuilder};
+pub use config::{ConnectOptions, LoadBalanceHosts, TargetSessionAttrs};
 pub use connection::{Connection, Param, Query, TransactionStatus};
 pub use cursor::{Column, ColumnIndex, Cursor};
 pub use error::{DbErrorClass, Error, ErrorKind, Result};

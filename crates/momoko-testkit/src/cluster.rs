@@ -791,8 +791,9 @@ impl Cluster {
         Cluster::from_kind(Kind::Owned(owned))
     }
 
-    /// Another handle on the same server (the server lives while any handle does).
-    pub(crate) fn handle(&self) -> Cluster {
+    /// Another handle on the same server (the server lives while any handle does): for
+    /// moving into a thread that runs a blocking operation.
+    pub fn handle(&self) -> Cluster {
         Cluster {
             inner: Arc::clone(&self.inner),
         }

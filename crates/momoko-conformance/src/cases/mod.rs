@@ -2,6 +2,7 @@
 
 pub mod connection;
 pub mod faults;
+pub mod fleet;
 pub mod hostile;
 pub mod pool;
 pub mod runtime;

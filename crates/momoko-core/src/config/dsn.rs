@@ -1,27 +1,53 @@
-//! libpq's two connection-string forms (key/value and URL), with the TLS keys taken out: momoko
-//! handles TLS itself and tokio-postgres knows only some of those keys.
+//! libpq's two connection-string forms (key/value and URL), with the keys momoko handles itself
+//! taken out: TLS, and session selection (`target_session_attrs`, `load_balance_hosts`), of
+//! which tokio-postgres knows only some values.
 
+use crate::config::session::SessionParams;
 use crate::error::{Error, Result};
 use crate::tls::SslParams;
+
+/// A connection string split in two: what tokio-postgres parses, and the keys momoko handles.
+#[derive(Debug, Default)]
+pub(super) struct Split {
+    pub(super) rest: String,
+    pub(super) ssl: SslParams,
+    pub(super) session: SessionParams,
+}
+
+impl Split {
+    /// Takes `key = value` when it is one of momoko's; returns whether it was.
+    fn take(&mut self, key: &str, value: impl FnOnce() -> Result<String>) -> Result<bool> {
+        if SslParams::is_ours(key) {
+            self.ssl.set(key, value()?);
+            Ok(true)
+        } else if SessionParams::is_ours(key) {
+            self.session.set(key, value()?);
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+}
 
 /// Splits `dsn` into what tokio-postgres will parse and the TLS settings momoko handles itself.
 ///
 /// Key/value strings are tokenized as libpq does (single quotes, backslash escapes in quoted and
 /// unquoted values) and the remaining pairs written back quoted; in URLs only the query string
 /// is edited. Error messages never contain a value.
-pub(super) fn split_dsn(dsn: &str) -> Result<(String, SslParams)> {
+pub(super) fn split_dsn(dsn: &str) -> Result<Split> {
     for prefix in ["postgres://", "postgresql://"] {
         if dsn.starts_with(prefix) {
             return split_url(dsn, prefix.len());
         }
     }
-    let mut ssl = SslParams::default();
+    let mut split = Split::default();
     let mut rest = String::with_capacity(dsn.len());
     for (key, value) in tokenize_kv(dsn)? {
-        if SslParams::is_ours(&key) {
-            ssl.set(&key, value);
+        let mut value = Some(value);
+        if split.take(&key, || Ok(value.take().unwrap_or_default()))? {
             continue;
         }
+        let value = value.unwrap_or_default();
         if !rest.is_empty() {
             rest.push(' ');
         }
@@ -35,7 +61,8 @@ pub(super) fn split_dsn(dsn: &str) -> Result<(String, SslParams)> {
         }
         rest.push('\'');
     }
-    Ok((rest, ssl))
+    split.rest = rest;
+    Ok(split)
 }
 
 /// libpq's `isspace` in the C locale.
@@ -110,14 +137,15 @@ pub(super) fn tokenize_kv(s: &str) -> Result<Vec<(String, String)>> {
 /// The URL form: the query string starts at the first `?` after the credentials (tokio-postgres
 /// ends the credentials at the first `@`); our keys are taken out of it, the rest is kept as
 /// written.
-fn split_url(dsn: &str, body: usize) -> Result<(String, SslParams)> {
-    let mut ssl = SslParams::default();
+fn split_url(dsn: &str, body: usize) -> Result<Split> {
+    let mut split = Split::default();
     let after_credentials = dsn[body..].find('@').map_or(body, |i| body + i + 1);
     let Some(q) = dsn[after_credentials..]
         .find('?')
         .map(|i| after_credentials + i)
     else {
-        return Ok((dsn.to_owned(), ssl));
+        split.rest = dsn.to_owned();
+        return Ok(split);
     };
     let mut kept: Vec<&str> = Vec::new();
     for part in dsn[q + 1..].split('&') {
@@ -126,15 +154,15 @@ fn split_url(dsn: &str, body: usize) -> Result<(String, SslParams)> {
             continue;
         };
         let key = percent_decode(raw_key).unwrap_or_else(|| raw_key.to_owned());
-        if SslParams::is_ours(&key) {
-            let value = percent_decode(raw_value).ok_or_else(|| {
+        let taken = split.take(&key, || {
+            percent_decode(raw_value).ok_or_else(|| {
                 Error::config(format!(
                     "cannot parse the connection string: invalid percent-encoding in the value \
                      of {key}"
                 ))
-            })?;
-            ssl.set(&key, value);
-        } else {
+            })
+        })?;
+        if !taken {
             kept.push(part);
         }
     }
@@ -143,7 +171,8 @@ fn split_url(dsn: &str, body: usize) -> Result<(String, SslParams)> {
         rest.push('?');
         rest.push_str(&kept.join("&"));
     }
-    Ok((rest, ssl))
+    split.rest = rest;
+    Ok(split)
 }
 
 /// Decodes `%XX` escapes; `None` for a malformed escape or a result that is not UTF-8.

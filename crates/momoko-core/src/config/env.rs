@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use tokio_postgres::config::TargetSessionAttrs;
-
 use crate::error::{Error, Result};
 
 pub(super) fn apply_env(
@@ -78,24 +76,6 @@ pub(super) fn apply_env(
                 .map_err(|_| Error::config(format!("PGCONNECT_TIMEOUT: invalid value {t:?}")))?;
             if secs > 0 {
                 pg.connect_timeout(Duration::from_secs(secs.unsigned_abs()));
-            }
-        }
-    }
-    if let Some(attrs) = var("PGTARGETSESSIONATTRS") {
-        if pg.get_target_session_attrs() == TargetSessionAttrs::Any {
-            match attrs.as_str() {
-                "any" => {}
-                "read-write" => {
-                    pg.target_session_attrs(TargetSessionAttrs::ReadWrite);
-                }
-                "read-only" => {
-                    pg.target_session_attrs(TargetSessionAttrs::ReadOnly);
-                }
-                other => {
-                    return Err(Error::config(format!(
-                        "PGTARGETSESSIONATTRS: invalid value {other:?}"
-                    )))
-                }
             }
         }
     }

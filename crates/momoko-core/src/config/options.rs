@@ -5,6 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::config::hosts::{check_verify_full_names, targets, Target};
+use crate::config::session::{LoadBalanceHosts, TargetSessionAttrs};
 use crate::config::{dsn::split_dsn, env::apply_env};
 use crate::error::{Error, Result};
 use crate::tls::{SslMode, TlsSettings, Verify};
@@ -23,7 +24,8 @@ pub(crate) const DEFAULT_STATEMENT_CACHE: usize = 256;
 /// Several hosts (`host=a,b port=5432,5433`) are tried in order, each within `connect_timeout`. A
 /// host that starts with `/` is a directory holding the server's Unix socket. `hostaddr`,
 /// `keepalives`, `keepalives_idle`, `keepalives_interval`, `keepalives_retries`,
-/// `tcp_user_timeout` and `target_session_attrs` (`any`, `read-write`) work as in libpq.
+/// `tcp_user_timeout`, `target_session_attrs` (all six values of libpq 14+: see
+/// [`TargetSessionAttrs`]) and `load_balance_hosts` (`disable`, `random`) work as in libpq.
 ///
 /// Settings missing from the string are taken from `PGHOST`, `PGHOSTADDR`, `PGPORT`, `PGDATABASE`,
 /// `PGUSER`, `PGPASSWORD`, `PGAPPNAME`, `PGOPTIONS`, `PGCONNECT_TIMEOUT`, `PGSSLMODE`,
@@ -63,6 +65,8 @@ pub struct ConnectOptions {
     pub(crate) targets: Vec<Target>,
     pub(crate) statement_cache_capacity: usize,
     pub(crate) tls: TlsSettings,
+    pub(crate) target_session_attrs: TargetSessionAttrs,
+    pub(crate) load_balance_hosts: LoadBalanceHosts,
 }
 
 impl ConnectOptions {
@@ -83,7 +87,9 @@ impl ConnectOptions {
     ) -> Result<ConnectOptions> {
         // tokio-postgres does not know libpq's TLS settings (or only some of their values): take
         // them out first, then hand it the rest.
-        let (rest, ssl) = split_dsn(dsn)?;
+        let split = split_dsn(dsn)?;
+        let (rest, ssl) = (split.rest, split.ssl);
+        let (target_session_attrs, load_balance_hosts) = split.session.resolve(&env)?;
         let mut pg = if rest.trim().is_empty() {
             tokio_postgres::Config::new()
         } else {
@@ -118,6 +124,8 @@ impl ConnectOptions {
             targets,
             statement_cache_capacity: DEFAULT_STATEMENT_CACHE,
             tls,
+            target_session_attrs,
+            load_balance_hosts,
         })
     }
 
@@ -166,6 +174,32 @@ impl ConnectOptions {
     pub fn statement_cache_capacity(mut self, capacity: usize) -> ConnectOptions {
         self.statement_cache_capacity = capacity;
         self
+    }
+
+    /// What the server of a session must be (libpq's `target_session_attrs`; see
+    /// [`TargetSessionAttrs`]). Defaults to the connection string's, else
+    /// `PGTARGETSESSIONATTRS`, else `any`.
+    pub fn target_session_attrs(mut self, attrs: TargetSessionAttrs) -> ConnectOptions {
+        self.target_session_attrs = attrs;
+        self
+    }
+
+    /// The `target_session_attrs` in force.
+    pub fn get_target_session_attrs(&self) -> TargetSessionAttrs {
+        self.target_session_attrs
+    }
+
+    /// Whether hosts are tried in a random order, drawn anew per connection (libpq's
+    /// `load_balance_hosts`; see [`LoadBalanceHosts`]). Defaults to the connection string's,
+    /// else `PGLOADBALANCEHOSTS`, else `disable` (in the order given).
+    pub fn load_balance_hosts(mut self, mode: LoadBalanceHosts) -> ConnectOptions {
+        self.load_balance_hosts = mode;
+        self
+    }
+
+    /// The `load_balance_hosts` in force.
+    pub fn get_load_balance_hosts(&self) -> LoadBalanceHosts {
+        self.load_balance_hosts
     }
 
     /// The user name that will be sent.
@@ -217,7 +251,8 @@ impl fmt::Debug for ConnectOptions {
             .field("connect_timeout", &self.pg.get_connect_timeout())
             .field("keepalives", &self.pg.get_keepalives())
             .field("tcp_user_timeout", &self.pg.get_tcp_user_timeout())
-            .field("target_session_attrs", &self.pg.get_target_session_attrs())
+            .field("target_session_attrs", &self.target_session_attrs)
+            .field("load_balance_hosts", &self.load_balance_hosts)
             .field("sslmode", &self.tls.mode)
             .field(
                 "sslrootcert",

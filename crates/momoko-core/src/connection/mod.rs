@@ -2,6 +2,7 @@
 
 mod open;
 mod query;
+mod select;
 mod statement_cache;
 #[cfg(feature = "tls")]
 mod tls_tap;
@@ -103,7 +104,7 @@ impl Connection {
         options: &ConnectOptions,
         executor: Arc<dyn Executor>,
     ) -> Result<Connection> {
-        let opened = open::open(options, &executor).await?;
+        let opened = select::open(options, &executor).await?;
         Ok(Connection {
             client: opened.client,
             _driver: opened.driver,
@@ -545,6 +546,12 @@ impl Connection {
     /// report.
     pub fn parameter_status(&self, name: &str) -> Option<String> {
         self.wire.parameter(name)
+    }
+
+    /// The server's role as it last reported it (`None` before PostgreSQL 14, which does not
+    /// report it).
+    pub(crate) fn server_role(&self) -> Option<crate::config::ServerRole> {
+        self.wire.role()
     }
 
     /// Resolves once the server has answered everything sent so far (or the session ended).

@@ -1,5 +1,6 @@
-//! Opening a connection like libpq does: host list, per-host timeout, socket options, TLS as
-//! `sslmode` asks (with libpq's retries for `allow` and `prefer`).
+//! Starting a session on one host like libpq does: the socket and its options, TLS as `sslmode`
+//! asks (with libpq's retries for `allow` and `prefer`), the session's I/O task; and cancel
+//! requests. Which host is tried is `select.rs`'s job.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use std::borrow::Cow;
 use std::error::Error as StdError;
 
-use tokio_postgres::config::{SslMode as PgSslMode, TargetSessionAttrs};
+use tokio_postgres::config::SslMode as PgSslMode;
 use tokio_postgres::tls::{TlsConnect, TlsStream};
 use tokio_postgres::NoTls;
 use tracing::debug;
@@ -17,7 +18,7 @@ use crate::config::{ConnectOptions, Target};
 use crate::connection::tls_tap::TlsTap;
 use crate::connection::wire::{Observed, Wire};
 use crate::error::{Error, ErrorKind, Result};
-use crate::executor::{maybe_timeout, Executor, SharedExecutor, Socket};
+use crate::executor::{Executor, SharedExecutor, Socket};
 use crate::tls::{SslMode, TlsSettings};
 
 /// A freshly started session: the client half, the guard of its I/O task, and where it went.
@@ -30,9 +31,9 @@ pub(crate) struct Opened {
 
 /// A started session before its checks: the client and the guard of its I/O task.
 pub(crate) struct Session {
-    client: tokio_postgres::Client,
-    driver: DriverGuard,
-    wire: Arc<Wire>,
+    pub(super) client: tokio_postgres::Client,
+    pub(super) driver: DriverGuard,
+    pub(super) wire: Arc<Wire>,
 }
 
 /// How long a session's I/O task may go on after its client is gone, to say goodbye to the
@@ -44,110 +45,6 @@ const DRIVER_GRACE: Duration = Duration::from_secs(1);
 /// Held by the connection; dropping it starts the I/O task's grace period.
 pub(crate) struct DriverGuard {
     _stop: futures_channel::oneshot::Sender<()>,
-}
-
-/// Tries every target in order; returns the first session that starts (and satisfies
-/// `target_session_attrs`), or the last error with a summary of all failures.
-pub(crate) async fn open(options: &ConnectOptions, executor: &SharedExecutor) -> Result<Opened> {
-    let timeout = options.pg.get_connect_timeout().copied();
-    let mut failures: Vec<Error> = Vec::new();
-    for target in &options.targets {
-        let attempt = open_one(options, executor, target);
-        let result = match maybe_timeout(&**executor, timeout, attempt).await {
-            Ok(r) => r,
-            Err(_) => Err(Error::timeout(format!(
-                "{target}: connect_timeout of {:?} elapsed",
-                timeout.unwrap_or_default()
-            ))),
-        };
-        match result {
-            Ok(opened) => return Ok(opened),
-            Err(e) => {
-                debug!(target: "momoko", %target, error = %e, "connect attempt failed");
-                // Authentication problems are not cured by another host of the same cluster, but
-                // libpq still tries the next host; so do we.
-                failures.push(e);
-            }
-        }
-    }
-    Err(summarize(failures))
-}
-
-fn summarize(mut failures: Vec<Error>) -> Error {
-    match failures.len() {
-        0 => Error::config("no host to connect to"),
-        1 => failures.remove(0),
-        _ => {
-            let summary = failures
-                .iter()
-                .map(|e| e.message().to_owned())
-                .collect::<Vec<_>>()
-                .join("; ");
-            // Keep the most telling kind: auth beats timeout beats connect.
-            let kind = if failures.iter().any(Error::is_auth) {
-                ErrorKind::Auth
-            } else if failures.iter().all(Error::is_timeout) {
-                ErrorKind::Timeout
-            } else {
-                ErrorKind::Connect
-            };
-            let last = failures.pop();
-            let e = Error::new(kind, format!("every host failed: {summary}"));
-            match last {
-                Some(last) => e.with_source(last),
-                None => e,
-            }
-        }
-    }
-}
-
-async fn open_one(
-    options: &ConnectOptions,
-    executor: &SharedExecutor,
-    target: &Target,
-) -> Result<Opened> {
-    let (
-        Session {
-            client,
-            driver,
-            wire,
-        },
-        tls_in_use,
-    ) = start_session(options, executor, target).await?;
-    match options.pg.get_target_session_attrs() {
-        TargetSessionAttrs::Any => {}
-        wanted => {
-            let rows = client
-                .simple_query("SHOW transaction_read_only")
-                .await
-                .map_err(|e| Error::from_pg_connect(e, &target.to_string()))?;
-            let read_only = rows.iter().any(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0) == Some("on"),
-                _ => false,
-            });
-            let ok = match wanted {
-                TargetSessionAttrs::ReadWrite => !read_only,
-                TargetSessionAttrs::ReadOnly => read_only,
-                _ => true,
-            };
-            if !ok {
-                return Err(Error::new(
-                    ErrorKind::Connect,
-                    format!("{target}: session does not match target_session_attrs={wanted:?}"),
-                ));
-            }
-        }
-    }
-    let mut target = target.clone();
-    if let Target::Tcp { session_tls, .. } = &mut target {
-        *session_tls = tls_in_use;
-    }
-    Ok(Opened {
-        client,
-        driver,
-        wire,
-        target,
-    })
 }
 
 /// One way of starting a session.
@@ -210,7 +107,7 @@ impl From<Error> for Failure {
 /// Opens a stream and starts a session on it, trying the steps of [`plan`]; also says whether the
 /// session runs over TLS. When a retry fails too, its error says what the first attempt ran into
 /// (as libpq does).
-async fn start_session(
+pub(super) async fn start_session(
     options: &ConnectOptions,
     executor: &SharedExecutor,
     target: &Target,

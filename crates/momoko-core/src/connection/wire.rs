@@ -35,6 +35,8 @@ use std::task::{Context, Poll, Waker};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_postgres::tls::{ChannelBinding, TlsStream};
 
+use crate::config::ServerRole;
+
 /// `SSLRequest` code (the server answers it with one unframed byte, `S` or `N`).
 const SSL_REQUEST: u32 = 80_877_103;
 /// `GSSENCRequest` code (likewise answered with one unframed byte).
@@ -78,6 +80,11 @@ pub(crate) struct Wire {
     wakers: Mutex<Vec<Waker>>,
     /// Every ParameterStatus the server reported, latest value per name.
     parameters: Mutex<Vec<(String, String)>>,
+    /// `in_hot_standby` and `default_transaction_read_only` as last reported: `0` not reported
+    /// (before PostgreSQL 14), `1` off, `2` on. Atomics, so the pool checks a connection's role
+    /// on every return without the parameters' lock.
+    hot_standby: AtomicU8,
+    read_only_default: AtomicU8,
     /// Whether the latest CommandComplete carried a row count (`1`), or not (`2`, as for
     /// `CREATE TABLE` or `SET`); `0` before the first.
     last_tag_counted: AtomicU8,
@@ -130,6 +137,20 @@ impl Wire {
     /// session goes on.
     pub(crate) fn last_reported_idle(&self) -> bool {
         self.status.load(Ordering::SeqCst) == b'I' && !self.ended()
+    }
+
+    /// The server's role as it last reported it; `None` when it does not report both parameters
+    /// (before PostgreSQL 14).
+    pub(crate) fn role(&self) -> Option<ServerRole> {
+        let flag = |f: &AtomicU8| match f.load(Ordering::SeqCst) {
+            1 => Some(false),
+            2 => Some(true),
+            _ => None,
+        };
+        Some(ServerRole {
+            hot_standby: flag(&self.hot_standby)?,
+            read_only_default: flag(&self.read_only_default)?,
+        })
     }
 
     /// The value the server last reported for parameter `name`.
@@ -188,6 +209,14 @@ impl Wire {
             String::from_utf8_lossy(name).into_owned(),
             String::from_utf8_lossy(value).into_owned(),
         );
+        let flag = match name.as_str() {
+            "in_hot_standby" => Some(&self.hot_standby),
+            "default_transaction_read_only" => Some(&self.read_only_default),
+            _ => None,
+        };
+        if let Some(flag) = flag {
+            flag.store(if value == "on" { 2 } else { 1 }, Ordering::SeqCst);
+        }
         let mut params = self
             .parameters
             .lock()

@@ -196,6 +196,16 @@ impl PoolBuilder {
         self
     }
 
+    /// Changes the connection settings parsed from the DSN (a bad DSN stays an error for
+    /// `build()`).
+    pub(crate) fn map_options(
+        mut self,
+        f: impl FnOnce(ConnectOptions) -> ConnectOptions,
+    ) -> PoolBuilder {
+        self.dsn = self.dsn.map(f);
+        self
+    }
+
     /// Replaces the connection settings parsed from the DSN.
     pub fn options(mut self, options: ConnectOptions) -> PoolBuilder {
         self.dsn = Ok(options);

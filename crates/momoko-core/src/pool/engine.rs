@@ -31,11 +31,12 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 use tracing::{debug, info, warn};
 
-use crate::config::ConnectOptions;
+use crate::config::{ConnectOptions, TargetSessionAttrs};
 use crate::connection::{Connection, Liveness};
 use crate::error::{Error, Result};
 use crate::executor::{timeout, SharedExecutor};
 use crate::pool::{PoolConfig, PoolCounters, PoolStatus};
+use tokio_postgres::error::SqlState;
 
 /// How many connects the whole pool runs at once to grow for waiters. More start only as these
 /// finish and while waiters remain that no pending connect will serve.
@@ -396,7 +397,7 @@ impl PoolInner {
                     st.idle.iter().position(free)
                 } {
                     let idle = st.idle.remove(pos)?;
-                    if idle.conn.is_closed() {
+                    if idle.conn.is_closed() || !self.serves(&idle.conn) {
                         bump(&self.counters.discarded);
                         bump(&self.counters.closed);
                         continue;
@@ -412,6 +413,7 @@ impl PoolInner {
                     let n = i.shared();
                     n < depth
                         && i.conn.last_reported_idle()
+                        && self.serves(&i.conn)
                         && (n == 0
                             || i.progress
                                 .is_none_or(|p| now.saturating_duration_since(p) < PIPELINE_STALL))
@@ -693,6 +695,56 @@ impl PoolInner {
     /// A caller gave up waiting after `acquire_timeout`.
     pub(crate) fn count_acquire_timeout(&self) {
         bump(&self.counters.acquire_timeouts);
+    }
+
+    /// Whether `conn`'s server, as it last reported its role, still qualifies for the pool's
+    /// `target_session_attrs` (a read-write pool's server that turned read-only or became a
+    /// standby does not; nor a standby pool's server that was promoted). A server that does not
+    /// report its role (before PostgreSQL 14) is trusted until a write fails with 25006.
+    pub(crate) fn serves(&self, conn: &Connection) -> bool {
+        match self.options.get_target_session_attrs() {
+            TargetSessionAttrs::Any | TargetSessionAttrs::PreferStandby => true,
+            attrs => conn.server_role().is_none_or(|role| attrs.accepts(role)),
+        }
+    }
+
+    /// Whether `e` says the pool's server refused a write because it is read-only (SQLSTATE
+    /// 25006, `read_only_sql_transaction`) while the pool wants a writable one. Such a statement
+    /// took no effect.
+    pub(crate) fn read_only_server_refused(&self, e: &Error) -> bool {
+        matches!(
+            self.options.get_target_session_attrs(),
+            TargetSessionAttrs::ReadWrite | TargetSessionAttrs::Primary
+        ) && e.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION)
+            && !self.is_closed()
+    }
+
+    /// Leaves `conn`'s server: its idle connections close now (the others when they come back
+    /// or fail), and connections opened from now on walk the hosts again, skipping servers that
+    /// do not qualify. While no host qualifies, callers get `DatabaseNotAvailable` after each
+    /// connect round, paced by `reconnect_interval`.
+    pub(crate) fn forget_server(self: &Arc<Self>, conn: &Connection) {
+        let target = conn.target();
+        let mut st = self.lock();
+        let before = st.idle.len();
+        let mut closed = Vec::new();
+        let mut kept = VecDeque::with_capacity(before);
+        for idle in st.idle.drain(..) {
+            if idle.shared() == 0 && idle.conn.target() == target {
+                closed.push(idle);
+            } else {
+                kept.push_back(idle);
+            }
+        }
+        st.idle = kept;
+        for _ in &closed {
+            bump(&self.counters.closed);
+            bump(&self.counters.discarded);
+        }
+        warn!(target: "momoko", pool = self.id, server = %target, closed = closed.len(), "the server refused a write: it is read-only now; leaving it");
+        self.replace_if_needed(&mut st);
+        drop(st);
+        drop(closed);
     }
 
     /// Remembers that `sql`, run alone on an idle connection, left it idle: it may be pipelined.

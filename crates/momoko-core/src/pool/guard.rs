@@ -82,6 +82,11 @@ impl PooledConnection {
         self.discard = true;
     }
 
+    /// Close the connection when it comes back (its server is not one the pool may use).
+    pub(crate) fn discard_on_return(&mut self) {
+        self.discard = true;
+    }
+
     /// The statement on this connection ran past its time: cancel it on the server and close
     /// the connection when it comes back.
     pub(crate) fn timed_out(&mut self) {
@@ -145,8 +150,8 @@ enum Needs {
     Rollback,
 }
 
-fn needs(conn: &Connection, discard: bool) -> Needs {
-    if discard || conn.is_closed() {
+fn needs(inner: &PoolInner, conn: &Connection, discard: bool) -> Needs {
+    if discard || conn.is_closed() || !inner.serves(conn) {
         return Needs::Closing;
     }
     if conn.take_abandoned() {
@@ -168,7 +173,7 @@ fn needs(conn: &Connection, discard: bool) -> Needs {
 /// Returns an exclusively used connection to the pool, by its exact state (see the module
 /// documentation).
 fn give_back(inner: &Arc<PoolInner>, conn: Arc<Connection>, discard: bool) {
-    match needs(&conn, discard) {
+    match needs(inner, &conn, discard) {
         Needs::Nothing => inner.release(conn, true),
         Needs::Closing => inner.release(conn, false),
         Needs::Answers => {
@@ -198,7 +203,7 @@ fn give_back(inner: &Arc<PoolInner>, conn: Arc<Connection>, discard: bool) {
             let executor = Arc::clone(&inner.executor);
             executor.clone().spawn(Box::pin(async move {
                 let bound = CHECK_TIMEOUT;
-                let clean = match timeout(&*executor, bound, make_clean(&conn, first)).await {
+                let clean = match timeout(&*executor, bound, make_clean(&inner, &conn, first)).await {
                     Ok(Ok(())) => true,
                     Ok(Err(e)) => {
                         debug!(target: "momoko", error = %e, "a returned connection could not be cleaned; closing it");
@@ -217,7 +222,7 @@ fn give_back(inner: &Arc<PoolInner>, conn: Arc<Connection>, discard: bool) {
 }
 
 /// Brings a returned connection to idle with nothing in flight, starting from what it `needs`.
-async fn make_clean(conn: &Connection, mut next: Needs) -> Result<()> {
+async fn make_clean(inner: &PoolInner, conn: &Connection, mut next: Needs) -> Result<()> {
     // Each step either ends or moves to a later one: at most three round trips.
     loop {
         next = match next {
@@ -226,15 +231,15 @@ async fn make_clean(conn: &Connection, mut next: Needs) -> Result<()> {
             Needs::Barrier => {
                 // Answered after everything queued before it: the status is exact afterwards.
                 conn.simple("").await?;
-                after_round_trip(conn)?
+                after_round_trip(inner, conn)?
             }
             Needs::Answers => {
                 conn.settled().await;
-                needs(conn, false)
+                needs(inner, conn, false)
             }
             Needs::Rollback => {
                 conn.simple("ROLLBACK").await?;
-                match after_round_trip(conn)? {
+                match after_round_trip(inner, conn)? {
                     Needs::Nothing => Needs::Nothing,
                     _ => return Err(Error::closed("still inside a transaction after ROLLBACK")),
                 }
@@ -244,8 +249,8 @@ async fn make_clean(conn: &Connection, mut next: Needs) -> Result<()> {
 }
 
 /// The state after a round trip the checker made itself, where `Active` cannot happen.
-fn after_round_trip(conn: &Connection) -> Result<Needs> {
-    match needs(conn, false) {
+fn after_round_trip(inner: &PoolInner, conn: &Connection) -> Result<Needs> {
+    match needs(inner, conn, false) {
         Needs::Barrier | Needs::Answers => Err(Error::closed(
             "requests appeared on a connection under check",
         )),

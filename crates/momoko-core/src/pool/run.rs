@@ -159,7 +159,7 @@ pub(crate) async fn run<O: Operation>(inner: &Arc<PoolInner>, op: &O) -> Result<
         exclusive(inner, op, false).await
     };
     match first {
-        Err(e) if should_retry(inner, &e) => {
+        Err(e) if should_retry(inner, &e) || inner.read_only_server_refused(&e) => {
             inner.count_retry();
             debug!(target: "momoko", error = %e, status = ?inner.status(), "retrying on another connection");
             // Boxed: the rare path should not double the size of every caller's future.
@@ -202,6 +202,14 @@ async fn exclusive<O: Operation>(
     .await;
     match outcome {
         Ok(result) => {
+            if let Err(e) = &result {
+                if inner.read_only_server_refused(e) {
+                    // The server is not writable any more (demoted, or made read-only): leave
+                    // it; a statement that failed with 25006 took no effect and may run again.
+                    inner.forget_server(&conn);
+                    conn.discard_on_return();
+                }
+            }
             if let (Ok(_), Some(sql)) = (&result, op.learnable()) {
                 if inner.config.pipeline_depth > 1
                     && conn.transaction_status() == TransactionStatus::Idle
@@ -259,6 +267,17 @@ async fn shared<O: Operation>(inner: &Arc<PoolInner>, op: &O) -> Result<O::Outpu
         op.run(conn, inner.liveness()),
     )
     .await;
+    if let Ok(Err(e)) = &outcome {
+        if inner.read_only_server_refused(e) {
+            inner.forget_server(conn);
+            share.retire();
+        }
+    }
+    if !inner.serves(conn) {
+        // The server changed role under the pool (a promotion, a demotion): no new statement
+        // goes to it, and it closes once its statements are done.
+        share.retire();
+    }
     if !conn.last_reported_idle() && !conn.is_closed() {
         // Never expected (only statements seen to leave a connection idle are pipelined); if it
         // happens, no further statement joins what this one left behind, and the connection
