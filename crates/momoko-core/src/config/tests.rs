@@ -3,6 +3,11 @@
 use std::time::Duration;
 
 use super::dsn::{split_dsn, tokenize_kv};
+
+/// What tokio-postgres gets and the TLS keys.
+fn split(dsn: &str) -> Result<(String, SslParams)> {
+    split_dsn(dsn).map(|s| (s.rest, s.ssl))
+}
 use super::*;
 use crate::error::Result;
 use crate::tls::{SslMode, SslParams};
@@ -209,7 +214,7 @@ fn tokenizer_follows_libpq() {
 
 #[test]
 fn split_takes_tls_keys_and_passes_the_rest() {
-    let (rest, ssl) = split_dsn(concat!(
+    let (rest, ssl) = split(concat!(
         r"host=h sslmode=verify-full sslrootcert='/a b/ca.pem' password='p w\'d' ",
         "sslpassword=hunter2 sslsni=0 application_name=x",
     ))
@@ -230,7 +235,7 @@ fn split_takes_tls_keys_and_passes_the_rest() {
     assert_eq!(pg.get_password(), Some(&b"p w'd"[..]));
     assert_eq!(pg.get_application_name(), Some("x"));
     // The last value wins, as in libpq.
-    let (_, ssl) = split_dsn("sslmode=require sslmode=disable").unwrap();
+    let (_, ssl) = split("sslmode=require sslmode=disable").unwrap();
     assert_eq!(ssl.sslmode.as_deref(), Some("disable"));
     // Unknown keys reach tokio-postgres, which names them (never their values).
     let e = parse("user=u frobnicate=hunter2", &[]).unwrap_err();
@@ -247,7 +252,7 @@ fn split_takes_tls_keys_and_passes_the_rest() {
 
 #[test]
 fn url_query_is_edited() {
-    let (rest, ssl) = split_dsn(
+    let (rest, ssl) = split(
         "postgresql://u:p%3Fw@h:5/db?sslmode=require&connect_timeout=3&sslrootcert=%2Ftmp%2Fca%20x.pem",
     )
     .unwrap();
@@ -255,17 +260,17 @@ fn url_query_is_edited() {
     assert_eq!(ssl.sslmode.as_deref(), Some("require"));
     assert_eq!(ssl.sslrootcert.as_deref(), Some("/tmp/ca x.pem"));
 
-    let (rest, ssl) = split_dsn("postgres://h/db?sslmode=disable").unwrap();
+    let (rest, ssl) = split("postgres://h/db?sslmode=disable").unwrap();
     assert_eq!(rest, "postgres://h/db");
     assert_eq!(ssl.sslmode.as_deref(), Some("disable"));
 
     // A `?` in the password is not the query string.
-    let (rest, ssl) = split_dsn("postgresql://u:pa?ss@h/db?application_name=a").unwrap();
+    let (rest, ssl) = split("postgresql://u:pa?ss@h/db?application_name=a").unwrap();
     assert_eq!(rest, "postgresql://u:pa?ss@h/db?application_name=a");
     assert_eq!(ssl, SslParams::default());
 
     // Encoded keys are recognised.
-    let (rest, ssl) = split_dsn("postgresql:///db?ssl%6Dode=disable&host=%2Ftmp").unwrap();
+    let (rest, ssl) = split("postgresql:///db?ssl%6Dode=disable&host=%2Ftmp").unwrap();
     assert_eq!(rest, "postgresql:///db?host=%2Ftmp");
     assert_eq!(ssl.sslmode.as_deref(), Some("disable"));
 
@@ -523,5 +528,57 @@ fn passwords_with_odd_characters_never_show() {
                 assert!(!text.contains(part), "{dsn}: {text}");
             }
         }
+    }
+}
+
+#[test]
+fn session_selection_keys_are_ours() {
+    use crate::config::{LoadBalanceHosts, TargetSessionAttrs};
+    let o = parse(
+        "host=a,b target_session_attrs=prefer-standby load_balance_hosts=random",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        o.get_target_session_attrs(),
+        TargetSessionAttrs::PreferStandby
+    );
+    assert_eq!(o.get_load_balance_hosts(), LoadBalanceHosts::Random);
+    let o = parse("postgresql://a,b/db?target_session_attrs=standby", &[]).unwrap();
+    assert_eq!(o.get_target_session_attrs(), TargetSessionAttrs::Standby);
+    let o = parse(
+        "host=a",
+        &[
+            ("PGTARGETSESSIONATTRS", "primary"),
+            ("PGLOADBALANCEHOSTS", "random"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(o.get_target_session_attrs(), TargetSessionAttrs::Primary);
+    assert_eq!(o.get_load_balance_hosts(), LoadBalanceHosts::Random);
+    // The string wins over the environment.
+    let o = parse(
+        "host=a target_session_attrs=any",
+        &[("PGTARGETSESSIONATTRS", "primary")],
+    )
+    .unwrap();
+    assert_eq!(o.get_target_session_attrs(), TargetSessionAttrs::Any);
+    for bad in [
+        "host=a target_session_attrs=writable",
+        "host=a load_balance_hosts=yes",
+    ] {
+        let e = parse(bad, &[]).unwrap_err();
+        assert!(e.is_config(), "{bad}: {e}");
+    }
+    for (value, attrs) in [
+        ("any", TargetSessionAttrs::Any),
+        ("read-write", TargetSessionAttrs::ReadWrite),
+        ("read-only", TargetSessionAttrs::ReadOnly),
+        ("primary", TargetSessionAttrs::Primary),
+        ("standby", TargetSessionAttrs::Standby),
+        ("prefer-standby", TargetSessionAttrs::PreferStandby),
+    ] {
+        assert_eq!(value.parse::<TargetSessionAttrs>().unwrap(), attrs);
+        assert_eq!(attrs.as_str(), value);
     }
 }
