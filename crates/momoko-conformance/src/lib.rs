@@ -200,6 +200,10 @@ macro_rules! __for_each_case {
                 cluster_routes_reads_to_the_standby,
                 failover_keeps_every_acknowledged_write,
             ],
+            pooler: [
+                pgbouncer_transaction_mode_serves_mixed_load,
+                pgbouncer_breaks_named_statements_without_the_setting,
+            ],
             hostile: [
                 malformed_dsns_and_unknown_hosts,
                 wrong_parameters_everywhere,

@@ -137,7 +137,8 @@ impl Cursor {
     pub fn description(&self) -> &[Column] {
         match &self.statement {
             Some(s) => s.columns(),
-            None => &[],
+            // An unnamed statement (a transaction pooler's): its rows carry the description.
+            None => self.rows.first().map_or(&[], Row::columns),
         }
     }
 

@@ -67,6 +67,7 @@ pub struct ConnectOptions {
     pub(crate) tls: TlsSettings,
     pub(crate) target_session_attrs: TargetSessionAttrs,
     pub(crate) load_balance_hosts: LoadBalanceHosts,
+    pub(crate) transaction_pooler: bool,
 }
 
 impl ConnectOptions {
@@ -126,6 +127,7 @@ impl ConnectOptions {
             tls,
             target_session_attrs,
             load_balance_hosts,
+            transaction_pooler: false,
         })
     }
 
@@ -202,6 +204,29 @@ impl ConnectOptions {
         self.load_balance_hosts
     }
 
+    /// Whether the connection goes through a pooler in transaction mode that does not track
+    /// prepared statements (pgbouncer before 1.21, or with `max_prepared_statements = 0`), so
+    /// that consecutive transactions of one client may run on different server sessions.
+    ///
+    /// Then nothing relies on session state: statements are unnamed and run in one round trip
+    /// each (Parse, Bind, Execute and Sync sent together), never prepared or cached; parameter
+    /// types come from the Rust values (a value of a type that cannot be told is a clear
+    /// [`ErrorKind::Parameter`](crate::ErrorKind::Parameter) error); `mogrify` never prepares;
+    /// and a pool refuses `setsession` (settings would stay on one server session only).
+    /// Server-side cursors, `LISTEN`, session advisory locks and `SET` (outside a transaction)
+    /// do not survive a transaction's end there; use them only inside one transaction.
+    /// A cursor's `description()` then comes from its rows (empty without rows). Defaults to
+    /// false.
+    pub fn transaction_pooler(mut self, on: bool) -> ConnectOptions {
+        self.transaction_pooler = on;
+        self
+    }
+
+    /// Whether [`transaction_pooler`](ConnectOptions::transaction_pooler) mode is on.
+    pub fn is_transaction_pooler(&self) -> bool {
+        self.transaction_pooler
+    }
+
     /// The user name that will be sent.
     pub fn get_user(&self) -> Option<&str> {
         self.pg.get_user()
@@ -263,6 +288,7 @@ impl fmt::Debug for ConnectOptions {
                 &self.tls.client_cert.as_ref().map(|(c, _)| c.display()),
             )
             .field("statement_cache_capacity", &self.statement_cache_capacity)
+            .field("transaction_pooler", &self.transaction_pooler)
             .finish()
     }
 }

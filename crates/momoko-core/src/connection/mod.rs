@@ -6,6 +6,7 @@ mod select;
 mod statement_cache;
 #[cfg(feature = "tls")]
 mod tls_tap;
+mod unnamed;
 mod wire;
 
 pub use query::{Param, Query};
@@ -169,6 +170,10 @@ impl Connection {
             // build, enough to overflow a 2 MiB test thread that nests a few of them).
             return Box::pin(self.simple_cursor(sql)).await;
         }
+        if self.shared.options.transaction_pooler {
+            // Boxed: a mode few use should not enlarge everyone's future.
+            return Box::pin(self.run_unnamed(sql, params, liveness)).await;
+        }
         let started = liveness.map(|_| self.shared.executor.now());
         // Preparing executes nothing: a failure here is always safe to retry elsewhere.
         let (statement, fresh) = self.statement(sql).await.map_err(Error::not_executed)?;
@@ -190,6 +195,51 @@ impl Connection {
                     .map_err(Error::not_executed)?;
                 self.query_statement(&statement, params).await
             }
+            Err(e) if e.is_server_termination() => Err(e.not_executed()),
+            other => other,
+        };
+        if let (Ok(_), Some(now)) = (&outcome, started) {
+            self.heard_at(now);
+        }
+        outcome
+    }
+
+    /// One statement as an unnamed one, in one round trip (see `unnamed.rs`).
+    async fn run_unnamed(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+        liveness: Option<Liveness>,
+    ) -> Result<Cursor> {
+        mogrify::check_count(sql, params.len())?;
+        let types = unnamed::param_types(params)?;
+        let started = liveness.map(|_| self.shared.executor.now());
+        if let (Some(liveness), Some(now)) = (liveness, started) {
+            // Parse and Execute go out together: as for a cached statement, a quiet
+            // connection is proven alive first.
+            if self.quiet_for(now) > liveness.window {
+                self.prove_alive(liveness.bound)
+                    .await
+                    .map_err(Error::not_executed)?;
+            }
+        }
+        let typed: Vec<(Param<'_>, Type)> = params.iter().copied().zip(types).collect();
+        let outcome: Result<Cursor> = self
+            .tracked(async {
+                let stream = self
+                    .client
+                    .query_typed_raw(sql, typed)
+                    .await
+                    .map_err(Error::from_pg)?;
+                let mut stream = pin!(stream);
+                let mut rows = Vec::new();
+                while let Some(row) = stream.next().await {
+                    rows.push(row.map_err(Error::from_pg)?);
+                }
+                Ok(Cursor::new(rows, stream.rows_affected(), None))
+            })
+            .await;
+        let outcome = match outcome {
             Err(e) if e.is_server_termination() => Err(e.not_executed()),
             other => other,
         };
@@ -307,6 +357,10 @@ impl Connection {
     /// The parameter types `execute` would bind `sql` with, when they can be learnt without
     /// disturbing the session (see [`Connection::mogrify`]); `None` when the values must decide.
     async fn mogrify_types(&self, sql: &str) -> Result<Option<Vec<Type>>> {
+        if self.shared.options.transaction_pooler {
+            // Nothing is prepared behind a transaction pooler.
+            return Ok(None);
+        }
         if let Some(statement) = self.cached_statement(sql) {
             return Ok(Some(statement.params().to_vec()));
         }

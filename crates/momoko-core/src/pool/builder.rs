@@ -206,6 +206,12 @@ impl PoolBuilder {
         self
     }
 
+    /// For a pooler in transaction mode without prepared-statement support (pgbouncer before
+    /// 1.21): see [`ConnectOptions::transaction_pooler`]. Defaults to false.
+    pub fn transaction_pooler(self, on: bool) -> PoolBuilder {
+        self.map_options(|o| o.transaction_pooler(on))
+    }
+
     /// Replaces the connection settings parsed from the DSN.
     pub fn options(mut self, options: ConnectOptions) -> PoolBuilder {
         self.dsn = Ok(options);
@@ -224,6 +230,13 @@ impl PoolBuilder {
             options = options.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
         }
         let c = &self.config;
+        if options.is_transaction_pooler() && !c.setsession.is_empty() {
+            return Err(Error::config(
+                "setsession cannot be used with transaction_pooler: a transaction-mode pooler \
+                 hands each transaction to any server session, so settings made on one would not \
+                 apply to the next (set them on the pooler's server side, per role or database)",
+            ));
+        }
         if c.size == 0 {
             return Err(Error::config("pool size must be at least 1"));
         }
