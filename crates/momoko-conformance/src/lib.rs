@@ -24,7 +24,10 @@ pub use momoko_testkit::test_db;
 use momoko_testkit::TestDb;
 
 pub mod cases;
+mod pooled;
 mod support;
+
+pub use pooled::NOT_APPLICABLE_THROUGH_A_POOLER;
 
 /// What a case gets: the executor under test and its own database.
 #[derive(Debug)]
@@ -33,6 +36,9 @@ pub struct Ctx {
     pub executor: Arc<dyn Executor>,
     /// A database created for this case on the shared cluster.
     pub db: TestDb,
+    /// The pgbouncer (transaction mode) the case's own connections go through, when the suite
+    /// runs through one ([`conformance_suite!`]'s `through_pgbouncer` form).
+    pub pooler: Option<&'static momoko_testkit::PgBouncer>,
 }
 
 impl Ctx {
@@ -41,12 +47,17 @@ impl Ctx {
         Ctx {
             executor,
             db: momoko_testkit::test_db(name),
+            pooler: None,
         }
     }
 
-    /// DSN of the case's database over TCP.
+    /// DSN of the case's database over TCP (through the pooler when the suite runs through
+    /// one).
     pub fn dsn(&self) -> String {
-        self.db.dsn()
+        match self.pooler {
+            Some(bouncer) => bouncer.dsn(self.db.name()),
+            None => self.db.dsn(),
+        }
     }
 
     /// DSN of the case's database over the Unix socket.
@@ -59,11 +70,20 @@ impl Ctx {
     /// A pool builder for the case's database over TCP, on the executor under test.
     pub fn pool_builder(&self) -> momoko_core::PoolBuilder {
         momoko_core::Pool::builder(&self.dsn(), self.executor.clone())
+            .transaction_pooler(self.pooler.is_some())
+    }
+
+    /// The connection options of the case's database over TCP (with `transaction_pooler` on
+    /// when the suite runs through a pooler).
+    pub fn options(&self) -> momoko_core::ConnectOptions {
+        momoko_core::ConnectOptions::parse(&self.dsn())
+            .expect("the test DSN parses")
+            .transaction_pooler(self.pooler.is_some())
     }
 
     /// A standalone connection to the case's database over TCP.
     pub async fn connect(&self) -> momoko_core::Connection {
-        momoko_core::Connection::connect(&self.dsn(), self.executor.clone())
+        momoko_core::Connection::connect_with(&self.options(), self.executor.clone())
             .await
             .expect("connect to the test database")
     }
@@ -82,34 +102,66 @@ impl Ctx {
 #[macro_export]
 macro_rules! conformance_suite {
     (executor: $executor:expr, block_on: $block_on:path $(,)?) => {
-        $crate::__for_each_case!($executor; $block_on);
+        $crate::__for_each_case!($executor; $block_on; direct);
+    };
+    // The same cases, the case's own connections going through a pgbouncer in transaction mode
+    // with `transaction_pooler` on; the cases in `NOT_APPLICABLE_THROUGH_A_POOLER` say why they
+    // do not apply and pass.
+    (executor: $executor:expr, block_on: $block_on:path, through_pgbouncer $(,)?) => {
+        $crate::__for_each_case!($executor; $block_on; pgbouncer);
     };
 }
 
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_test {
-    ($executor:expr; $block_on:path; $module:ident :: $case:ident) => {
+    ($executor:expr; $block_on:path; $route:ident; $module:ident :: $case:ident) => {
         #[test]
         fn $case() {
             let name = concat!(stringify!($module), "_", stringify!($case));
+            let path = concat!(stringify!($module), "::", stringify!($case));
+            let Some(pooler) = $crate::__route(stringify!($route), path) else {
+                return;
+            };
             // The database is created (a blocking psql call) before the runtime runs anything.
             let db = $crate::test_db(name);
             $block_on(async {
                 let executor: ::std::sync::Arc<dyn $crate::Executor> = $executor;
-                let ctx = $crate::Ctx { executor, db };
+                let ctx = $crate::Ctx {
+                    executor,
+                    db,
+                    pooler,
+                };
                 $crate::cases::$module::$case(&ctx).await;
             })
         }
     };
 }
 
+/// Where a case's connections go: `Some(None)` directly, `Some(Some(pgbouncer))` through the
+/// shared pgbouncer, `None` when the case does not apply through a pooler (the reason is
+/// printed).
+#[doc(hidden)]
+pub fn __route(route: &str, case: &str) -> Option<Option<&'static momoko_testkit::PgBouncer>> {
+    if route != "pgbouncer" {
+        return Some(None);
+    }
+    if let Some((_, why)) = NOT_APPLICABLE_THROUGH_A_POOLER
+        .iter()
+        .find(|(name, _)| *name == case)
+    {
+        eprintln!("{case}: not applicable through a transaction pooler: {why}");
+        return None;
+    }
+    Some(Some(pooled::shared_pgbouncer()))
+}
+
 /// The list of cases: one place, so every backend runs the same number.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __for_each_case {
-    ($executor:expr; $block_on:path) => {
-        $crate::__cases_list!($executor; $block_on;
+    ($executor:expr; $block_on:path; $route:ident) => {
+        $crate::__cases_list!($executor; $block_on; $route;
             runtime: [
                 spawn_detaches,
                 sleep_orders_wakeups,
@@ -202,7 +254,6 @@ macro_rules! __for_each_case {
             ],
             pooler: [
                 pgbouncer_transaction_mode_serves_mixed_load,
-                pgbouncer_breaks_named_statements_without_the_setting,
             ],
             hostile: [
                 malformed_dsns_and_unknown_hosts,
@@ -232,12 +283,12 @@ macro_rules! __for_each_case {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __cases_list {
-    ($executor:expr; $block_on:path; $($module:ident: [$($case:ident),* $(,)?]),* $(,)?) => {
+    ($executor:expr; $block_on:path; $route:ident; $($module:ident: [$($case:ident),* $(,)?]),* $(,)?) => {
         $(
             mod $module {
                 #[allow(unused_imports)]
                 use super::*;
-                $( $crate::__conformance_test!($executor; $block_on; $module :: $case); )*
+                $( $crate::__conformance_test!($executor; $block_on; $route; $module :: $case); )*
             }
         )*
     };

@@ -15,3 +15,14 @@ momoko_conformance::conformance_suite!(
     executor: momoko_tokio::TokioExecutor::shared(),
     block_on: block_on,
 );
+
+/// The suite again, every case's connections going through pgbouncer in transaction mode.
+mod through_pgbouncer {
+    use super::block_on;
+
+    momoko_conformance::conformance_suite!(
+        executor: momoko_tokio::TokioExecutor::shared(),
+        block_on: block_on,
+        through_pgbouncer,
+    );
+}

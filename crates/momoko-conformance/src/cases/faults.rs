@@ -101,7 +101,8 @@ fn server_addr(ctx: &Ctx) -> SocketAddr {
 }
 
 fn pool_on(dsn: &str, ctx: &Ctx) -> PoolBuilder {
-    Pool::builder(dsn, ctx.executor.clone())
+    // Through a pooler when the suite runs through one (harmless on a direct server).
+    Pool::builder(dsn, ctx.executor.clone()).transaction_pooler(ctx.pooler.is_some())
 }
 
 /// Backend pids of `n` distinct pool connections (held at once).

@@ -644,7 +644,11 @@ async fn mixed_run(ctx: &Ctx, depth: usize) {
 /// connection is added, and every caller gets its own result.
 pub async fn pipelined_statements_share_connections(ctx: &Ctx) {
     let pool = builder(ctx).size(2).pipeline(8).connect().await.unwrap();
-    const SQL: &str = "SELECT $1::int4, pg_backend_pid() FROM pg_sleep(0.05)";
+    // Fast statements: issued together, all 16 are in flight at once on 2 connections (a
+    // round trip is far longer than issuing them), and each finished one keeps its connection
+    // from counting as stalled (a 50 ms sleep made the case depend on all 16 being placed
+    // within the 5 ms stall window, which a loaded machine does not always manage).
+    const SQL: &str = "SELECT $1::int4, pg_backend_pid()";
     // Once seen to leave its connection idle, a statement pipelines freely.
     pool.execute(SQL, &[&-1i32]).await.unwrap();
     let results = join_all((0..16i32).map(|i| {

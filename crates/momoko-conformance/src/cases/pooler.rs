@@ -136,38 +136,3 @@ pub async fn pgbouncer_transaction_mode_serves_mixed_load(ctx: &Ctx) {
     );
     drop_off_thread(bouncer).await;
 }
-
-/// Without `transaction_pooler`, named statements break behind the same pgbouncer: the case
-/// above guards a real difference.
-pub async fn pgbouncer_breaks_named_statements_without_the_setting(ctx: &Ctx) {
-    let bouncer = pgbouncer(ctx, 2).await;
-    let pool = Pool::builder(&bouncer.dsn(ctx.db.name()), ctx.executor.clone())
-        .size(8)
-        .retry(momoko_core::RetryPolicy::Never)
-        .connect()
-        .await
-        .unwrap();
-    let errors = join_all((0..16).map(|t| {
-        let pool = &pool;
-        async move {
-            let mut errors = 0;
-            for i in 0..20i32 {
-                // Distinct statements per task: each is prepared on whichever server session
-                // the pooler picked, and bound on another.
-                let sql = format!("SELECT {t} + $1::int4");
-                if pool.execute(&sql, &[&i]).await.is_err() {
-                    errors += 1;
-                }
-            }
-            errors
-        }
-    }))
-    .await;
-    let errors: i32 = errors.into_iter().sum();
-    assert!(
-        errors > 0,
-        "named statements all worked behind a transaction pooler"
-    );
-    pool.close().await;
-    drop_off_thread(bouncer).await;
-}

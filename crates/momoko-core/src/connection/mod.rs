@@ -211,7 +211,15 @@ impl Connection {
         params: &[Param<'_>],
         liveness: Option<Liveness>,
     ) -> Result<Cursor> {
-        mogrify::check_count(sql, params.len())?;
+        // Checked here as the server would (nothing prepared tells the count): the same errors
+        // as for a prepared statement, before anything is sent.
+        if sql.contains('\0') {
+            return Err(Error::parameter(
+                "error encoding message to server: string contains embedded null",
+            )
+            .not_executed());
+        }
+        param_count_matches(sql::max_placeholder(sql)?, params)?;
         let types = unnamed::param_types(params)?;
         let started = liveness.map(|_| self.shared.executor.now());
         if let (Some(liveness), Some(now)) = (liveness, started) {
@@ -236,7 +244,8 @@ impl Connection {
                 while let Some(row) = stream.next().await {
                     rows.push(row.map_err(Error::from_pg)?);
                 }
-                Ok(Cursor::new(rows, stream.rows_affected(), None))
+                let affected = self.count_or_none(stream.rows_affected(), rows.is_empty());
+                Ok(Cursor::new(rows, affected, None))
             })
             .await;
         let outcome = match outcome {
@@ -764,20 +773,28 @@ impl Connection {
             while let Some(row) = stream.next().await {
                 rows.push(row.map_err(Error::from_pg)?);
             }
-            let mut affected = stream.rows_affected();
-            // tokio-postgres reads a tag without a count as 0. When this is the only call on
-            // the connection, the latest CommandComplete the wire saw is this statement's, and
-            // says whether the server gave a count at all (DB-API's rowcount of -1).
-            if affected == Some(0)
-                && statement.columns().is_empty()
-                && self.calls.load(Ordering::Relaxed) == 1
-                && self.wire.last_tag_without_count()
-            {
-                affected = None;
-            }
+            let affected =
+                self.count_or_none(stream.rows_affected(), statement.columns().is_empty());
             Ok(Cursor::new(rows, affected, Some(statement.clone())))
         })
         .await
+    }
+
+    /// The row count of a statement that just finished: tokio-postgres reads a tag without a
+    /// count as 0. When this is the only call on the connection, the latest CommandComplete the
+    /// wire saw is this statement's, and says whether the server gave a count at all (DB-API's
+    /// rowcount of -1). `no_rows`: the statement returned no rows (a count of 0 from a
+    /// statement that returns rows is a real 0).
+    fn count_or_none(&self, affected: Option<u64>, no_rows: bool) -> Option<u64> {
+        if affected == Some(0)
+            && no_rows
+            && self.calls.load(Ordering::Relaxed) == 1
+            && self.wire.last_tag_without_count()
+        {
+            None
+        } else {
+            affected
+        }
     }
 
     /// Number of statements in the cache (for tests and status).
@@ -861,7 +878,10 @@ impl fmt::Debug for Connection {
 }
 
 pub(crate) fn check_param_count(statement: &Statement, params: &[Param<'_>]) -> Result<()> {
-    let expected = statement.params().len();
+    param_count_matches(statement.params().len(), params)
+}
+
+fn param_count_matches(expected: usize, params: &[Param<'_>]) -> Result<()> {
     if expected != params.len() {
         return Err(Error::parameter(format!(
             "the statement takes {expected} parameter{} but {} {} given",

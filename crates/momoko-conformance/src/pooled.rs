@@ -1,0 +1,96 @@
+//! Running the suite through a pooler: one pgbouncer in transaction mode per test process, in
+//! front of the shared cluster, and the cases that do not apply there, each with its reason.
+
+use std::sync::OnceLock;
+
+use momoko_testkit::{Cluster, PgBouncer, PgBouncerOptions};
+
+/// Cases that do not apply when the case's connections go through a transaction-mode pooler
+/// with `transaction_pooler` on, and why. Everything else runs there unchanged.
+pub const NOT_APPLICABLE_THROUGH_A_POOLER: &[(&str, &str)] = &[
+    ("connection::cancel_running_query", CANCEL),
+    ("pool::statement_timeout_cancels_on_server", CANCEL),
+    (
+        "connection::connect_tcp",
+        "the server sees the pooler's Unix-socket session, not the client's TCP session",
+    ),
+    (
+        "connection::cursor_methods",
+        "it reads the description of a result without rows, which comes from a prepared \
+         statement's Describe; behind a transaction pooler nothing is prepared",
+    ),
+    ("connection::mogrify_equals_execute", MOGRIFY_TYPES),
+    ("connection::mogrify_round_trips", MOGRIFY_TYPES),
+    (
+        "connection::statement_cache_reuses_statements",
+        "nothing is prepared or cached",
+    ),
+    (
+        "state::concurrent_prepare_is_single_flight",
+        "nothing is prepared",
+    ),
+    ("connection::ping_version_and_close", SERVER_SESSION),
+    ("pool::concurrent_getconn_stretch", SERVER_SESSION),
+    ("pool::heals_after_backends_are_terminated", SERVER_SESSION),
+    (
+        "pool::sequential_statements_rotate_over_connections",
+        SERVER_SESSION,
+    ),
+    (
+        "pool::sequential_pipelined_statements_rotate",
+        SERVER_SESSION,
+    ),
+    ("pool::shrinks_idle_extras_to_size", SERVER_SESSION),
+    ("pool::setsession_applies_to_every_connection", SETSESSION),
+    ("pool::failing_setsession_fails_the_connection", SETSESSION),
+    ("pool::pipelined_waiters_keep_their_turn", SESSION_LOCKS),
+    (
+        "pool::pipelining_avoids_a_stalled_connection",
+        SESSION_LOCKS,
+    ),
+    (
+        "connection::wrong_parameters_are_clear_errors",
+        TYPES_FROM_VALUES,
+    ),
+    ("hostile::wrong_parameters_everywhere", TYPES_FROM_VALUES),
+    (
+        "faults::proxy_sever_recovers",
+        "without prepared statements the first statement after a sever goes out whole (Parse \
+         and Execute together), so its failure is ambiguous and the Safe retry policy does not \
+         run it again; with prepared statements its Parse fails first, provably before anything \
+         ran",
+    ),
+];
+
+const TYPES_FROM_VALUES: &str = "behind a transaction pooler the parameter types come from the \
+     Rust values: a String for an int4 placeholder is sent as text and converted by the server \
+     (SQLSTATE 22P02 for \"seven\"), not refused before sending";
+
+const CANCEL: &str =
+    "pgbouncer 1.18 aborts (FATAL \"bad client state: 0\" in disconnect_client) on \
+     the case's cancel request, right after forwarding it (\"successfully sent cancel \
+     request\"): every later case would lose the pooler";
+const MOGRIFY_TYPES: &str = "mogrify takes parameter types from the prepared statement; behind a \
+     transaction pooler nothing is prepared, so a value that reads differently as several types \
+     (SystemTime: timestamp or timestamptz) is refused as ambiguous";
+const SERVER_SESSION: &str = "it observes which server session runs a statement (pg_backend_pid, \
+     pg_terminate_backend of the client's own session), and the pooler multiplexes clients over \
+     server sessions";
+const SETSESSION: &str = "setsession is refused behind a transaction pooler: its settings would \
+     stay on one server session";
+const SESSION_LOCKS: &str = "it holds session-level advisory locks across statements, which do \
+     not outlive a transaction behind a transaction pooler";
+
+/// The pgbouncer every case of a `through_pgbouncer` suite shares (started on first use; the
+/// kit cleans it up with the process).
+pub(crate) fn shared_pgbouncer() -> &'static PgBouncer {
+    static BOUNCER: OnceLock<PgBouncer> = OnceLock::new();
+    BOUNCER.get_or_init(|| {
+        PgBouncer::start(Cluster::shared(), PgBouncerOptions::default()).unwrap_or_else(|e| {
+            panic!(
+                "momoko-conformance: cannot start pgbouncer in front of the shared cluster \
+                 (apt-get install pgbouncer; DATABASE_URL must not be set): {e}"
+            )
+        })
+    })
+}
