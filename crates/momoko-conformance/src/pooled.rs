@@ -6,8 +6,12 @@ use std::sync::OnceLock;
 use momoko_testkit::{Cluster, PgBouncer, PgBouncerOptions};
 
 /// Cases that do not apply when the case's connections go through a transaction-mode pooler
-/// with `transaction_pooler` on, and why. Everything else runs there unchanged.
+/// with `transaction_pooler` on, and why (a name ending in `::` stands for a whole group).
+/// Everything else runs there unchanged.
 pub const NOT_APPLICABLE_THROUGH_A_POOLER: &[(&str, &str)] = &[
+    ("fleet::", OWN_SERVERS),
+    ("tls::", OWN_SERVERS),
+    ("pooler::", OWN_SERVERS),
     ("connection::cancel_running_query", CANCEL),
     ("pool::statement_timeout_cancels_on_server", CANCEL),
     (
@@ -62,6 +66,8 @@ pub const NOT_APPLICABLE_THROUGH_A_POOLER: &[(&str, &str)] = &[
     ),
 ];
 
+const OWN_SERVERS: &str = "the group starts its own servers (a replicated pair, a TLS cluster) or \
+     its own pgbouncer: it runs directly, and the pooler cases already run through pgbouncer";
 const TYPES_FROM_VALUES: &str = "behind a transaction pooler the parameter types come from the \
      Rust values: a String for an int4 placeholder is sent as text and converted by the server \
      (SQLSTATE 22P02 for \"seven\"), not refused before sending";
