@@ -12,6 +12,27 @@ pub const NOT_APPLICABLE_THROUGH_A_POOLER: &[(&str, &str)] = &[
     ("fleet::", OWN_SERVERS),
     ("tls::", OWN_SERVERS),
     ("pooler::", OWN_SERVERS),
+    ("faults::restart_fast_while_idle_heals", OWN_SERVERS),
+    ("faults::restart_immediate_while_idle_heals", OWN_SERVERS),
+    ("faults::restart_under_load", OWN_SERVERS),
+    ("faults::proxy_refuse_then_allow_fills_pool", OWN_SERVERS),
+    ("faults::blackhole_timeouts_hold", OWN_SERVERS),
+    ("faults::nothing_lost_across_restarts", OWN_SERVERS),
+    ("faults::queued_callers_fail_when_db_dies", OWN_SERVERS),
+    (
+        "faults::close_with_in_flight_and_queued_during_fault",
+        OWN_SERVERS,
+    ),
+    (
+        "state::cached_statement_on_a_silently_dead_connection",
+        OWN_SERVERS,
+    ),
+    ("state::getconn_after_a_silent_disconnect", OWN_SERVERS),
+    (
+        "state::lost_reply_of_the_return_check_costs_no_wait",
+        OWN_SERVERS,
+    ),
+    ("state::growth_is_paced_pool_wide", OWN_SERVERS),
     ("connection::cancel_running_query", CANCEL),
     ("pool::statement_timeout_cancels_on_server", CANCEL),
     (
@@ -66,8 +87,9 @@ pub const NOT_APPLICABLE_THROUGH_A_POOLER: &[(&str, &str)] = &[
     ),
 ];
 
-const OWN_SERVERS: &str = "the group starts its own servers (a replicated pair, a TLS cluster) or \
-     its own pgbouncer: it runs directly, and the pooler cases already run through pgbouncer";
+const OWN_SERVERS: &str = "it starts its own servers (a replicated pair, a TLS cluster, a private \
+     cluster to restart), its own fault proxy or its own pgbouncer, so it runs directly either \
+     way (the pooler cases already run through pgbouncer)";
 const TYPES_FROM_VALUES: &str = "behind a transaction pooler the parameter types come from the \
      Rust values: a String for an int4 placeholder is sent as text and converted by the server \
      (SQLSTATE 22P02 for \"seven\"), not refused before sending";

@@ -716,7 +716,15 @@ pub async fn pipelining_never_joins_a_transaction(ctx: &Ctx) {
 /// An exclusive caller waits while statements are pipelined on the only connection and gets
 /// it as soon as they finish.
 pub async fn exclusive_caller_waits_for_pipelined_statements(ctx: &Ctx) {
-    let pool = builder(ctx).size(1).pipeline(4).connect().await.unwrap();
+    // A long stall window: all three are pipelined even when the machine is too loaded to place
+    // them within the default 5 ms.
+    let pool = builder(ctx)
+        .size(1)
+        .pipeline(4)
+        .pipeline_stall(Duration::from_secs(10))
+        .connect()
+        .await
+        .unwrap();
     pool.execute("SELECT 1 FROM pg_sleep(0.2)", &[])
         .await
         .unwrap();
@@ -772,7 +780,14 @@ async fn await_lock_waiters(ctx: &Ctx, observer: &Connection, n: i32) {
 /// Pipelined statements that had to queue keep their turn: the room a finished statement leaves
 /// goes to the oldest waiter, and a newcomer queues behind it instead of overtaking it.
 pub async fn pipelined_waiters_keep_their_turn(ctx: &Ctx) {
-    let pool = builder(ctx).size(1).pipeline(2).connect().await.unwrap();
+    // A long stall window: what is under test is the queue's order, not the stall rule.
+    let pool = builder(ctx)
+        .size(1)
+        .pipeline(2)
+        .pipeline_stall(Duration::from_secs(10))
+        .connect()
+        .await
+        .unwrap();
     // Prepared in advance, c and d are sent the moment they get their place (no prepare round
     // trip in between), so the order they finish in is the order they were served in; and all
     // four are known to leave their connection idle, so they pipeline freely.

@@ -164,7 +164,8 @@ impl PoolBuilder {
     /// an exclusive caller only takes a connection no statement is pipelined on.
     ///
     /// A statement goes to the free connection with the fewest statements in flight, skipping a
-    /// connection that has finished none of its pipelined statements for 5 ms (a slow statement
+    /// connection that has finished none of its pipelined statements for 5 ms (see
+    /// [`pipeline_stall`](PoolBuilder::pipeline_stall)) (a slow statement
     /// holds its pipeline up; new statements then go elsewhere, or wait, and the pool grows up to
     /// `max_size` for them). When no connection can take it, a statement queues with the other
     /// callers, first come first served: the room a finished statement leaves goes to the oldest
@@ -180,6 +181,16 @@ impl PoolBuilder {
     /// to 1.
     pub fn pipeline(mut self, depth: usize) -> PoolBuilder {
         self.config.pipeline_depth = depth.max(1);
+        self
+    }
+
+    /// With pipelining, a connection whose statements have finished none of theirs for this
+    /// long is stalled (a slow statement at the head of its pipeline, or a backend starved of
+    /// CPU): new statements go to other connections, or wait, rather than queue behind it.
+    /// Shorter avoids more slow pipelines; longer packs more statements per connection.
+    /// Defaults to 5 ms (an A/B against no rule showed no throughput cost and no p99 change).
+    pub fn pipeline_stall(mut self, stall: Duration) -> PoolBuilder {
+        self.config.pipeline_stall = stall;
         self
     }
 

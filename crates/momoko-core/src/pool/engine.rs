@@ -13,7 +13,7 @@
 //! are made and dropped only under the pool lock.
 //!
 //! Pipelined statements go to the idle connection with the fewest in flight, skipping stalled
-//! ones (see [`PIPELINE_STALL`]).
+//! ones (see `PoolBuilder::pipeline_stall`).
 //!
 //! Fairness: callers are served oldest first. While anyone waits, a newcomer queues behind them
 //! even if it could pipeline onto a connection now; each freed connection or finished pipelined
@@ -50,11 +50,6 @@ pub(crate) const GROWTH_IN_FLIGHT: usize = 2;
 /// Most distinct statements the pool remembers as safe to pipeline (see
 /// [`PoolInner::learn_autocommit`]).
 const LEARNED_STATEMENTS: usize = 1024;
-
-/// A connection with pipelined statements that has finished none of them for this long is
-/// stalled (a slow statement at the head of its pipeline, or a backend starved of CPU): new
-/// statements go to other connections or queue, rather than wait behind it.
-pub(crate) const PIPELINE_STALL: Duration = Duration::from_millis(5);
 
 static POOL_IDS: AtomicU64 = AtomicU64::new(1);
 
@@ -415,8 +410,9 @@ impl PoolInner {
                         && i.conn.last_reported_idle()
                         && self.serves(&i.conn)
                         && (n == 0
-                            || i.progress
-                                .is_none_or(|p| now.saturating_duration_since(p) < PIPELINE_STALL))
+                            || i.progress.is_none_or(|p| {
+                                now.saturating_duration_since(p) < self.config.pipeline_stall
+                            }))
                 };
                 // The fewest statements in flight; among equals, the same order as exclusive
                 // checkouts (least recently used first, or most recently used with shrinking).

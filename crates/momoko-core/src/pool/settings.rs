@@ -6,6 +6,9 @@ use std::time::Duration;
 /// must never wait forever on a server that does not answer.
 pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// See [`PoolBuilder::pipeline_stall`](crate::PoolBuilder::pipeline_stall).
+pub(crate) const DEFAULT_PIPELINE_STALL: Duration = Duration::from_millis(5);
+
 /// See [`PoolBuilder::liveness_window`](crate::PoolBuilder::liveness_window).
 pub(crate) const DEFAULT_LIVENESS_WINDOW: Duration = Duration::from_secs(1);
 
@@ -58,6 +61,9 @@ pub struct PoolConfig {
     /// A connection the server has not answered for longer than this is proven alive before a
     /// cached statement is sent on it.
     pub liveness_window: Duration,
+    /// A connection whose pipelined statements have made no progress for this long takes no new
+    /// ones.
+    pub pipeline_stall: Duration,
 }
 
 impl Default for PoolConfig {
@@ -76,6 +82,7 @@ impl Default for PoolConfig {
             retry: RetryPolicy::Safe,
             pipeline_depth: 1,
             liveness_window: DEFAULT_LIVENESS_WINDOW,
+            pipeline_stall: DEFAULT_PIPELINE_STALL,
         }
     }
 }
