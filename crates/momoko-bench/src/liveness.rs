@@ -1,0 +1,515 @@
+//! `--liveness`: what momoko's liveness proof costs at light load. Before a cached statement is
+//! sent on a connection the server has not answered for longer than `liveness_window`, momoko
+//! sends an empty query first (one round trip). One caller issues a cached `SELECT 1` every D
+//! (sleeping on tokio's timer between calls), with the window off, 1 s (the default, pgx's
+//! choice), 500 ms (HikariCP's) and 0 (every call proven); the empty query's own round trip and a
+//! pool-less prepared `SELECT 1` run alongside as references.
+//!
+//! The series take turns in one schedule (each still sleeps D between its own calls, on its own
+//! connection): run one after the other, 200 calls at 500 ms and 30 at 3 s for seven series
+//! would take over 20 minutes. Their calls take ~0.1 ms against gaps of D / 7 or more, so they
+//! barely meet; what each connection sees is exactly one statement every D.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use momoko_core::Pool;
+use serde::Serialize;
+use tokio_postgres::{Client, NoTls, Statement};
+
+use crate::db::{Endpoint, Machine, Server};
+use crate::model::BoxError;
+use crate::spike::nearest_rank;
+
+/// The statement the pools run (cached after its first call on a connection).
+const STATEMENT: &str = "SELECT 1";
+
+/// What runs, at which pacing.
+#[derive(Debug, Clone)]
+pub(crate) struct LivenessSettings {
+    /// (D, measured calls per series); D = 0 means back to back.
+    pub(crate) intervals: Vec<(Duration, usize)>,
+}
+
+impl LivenessSettings {
+    /// The full run, about 2¾ minutes: D = 0 (back to back), 10 ms, 100 ms, 500 ms, 1.5 s, 3 s.
+    /// Fewer calls at long D (15 at 3 s is 45 s already); a median of 15 is stable here because
+    /// every call at that pacing takes the same path (proof or not), and p99 below 100 calls is
+    /// the slowest call.
+    pub(crate) fn full() -> LivenessSettings {
+        LivenessSettings {
+            intervals: vec![
+                (Duration::ZERO, 1000),
+                (Duration::from_millis(10), 300),
+                (Duration::from_millis(100), 200),
+                (Duration::from_millis(500), 100),
+                (Duration::from_millis(1500), 30),
+                (Duration::from_secs(3), 15),
+            ],
+        }
+    }
+
+    /// For `--smoke`: a fraction of a second.
+    pub(crate) fn smoke() -> LivenessSettings {
+        LivenessSettings {
+            intervals: vec![
+                (Duration::ZERO, 50),
+                (Duration::from_millis(5), 10),
+                (Duration::from_millis(20), 5),
+            ],
+        }
+    }
+
+    /// Rough wall-clock time, for the banner.
+    pub(crate) fn estimate(&self) -> Duration {
+        self.intervals
+            .iter()
+            .map(|&(d, n)| d * (n as u32 + 1))
+            .sum::<Duration>()
+            + Duration::from_secs(1)
+    }
+}
+
+/// What one series runs.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    /// momoko's pool of `size` connections; `window: None` leaves the builder's default.
+    Momoko {
+        window: Option<Duration>,
+        size: usize,
+    },
+    /// One tokio-postgres client, `SELECT 1` prepared once: no pool, no proof.
+    RawSelect1,
+    /// One tokio-postgres client, an empty query: the proof's round trip alone.
+    RawEmpty,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Spec {
+    name: &'static str,
+    kind: Kind,
+}
+
+/// The series, in report order. The first is the baseline every extra is taken against.
+const SERIES: [Spec; 7] = [
+    Spec {
+        name: "momoko, window off (MAX)",
+        kind: Kind::Momoko {
+            window: Some(Duration::MAX),
+            size: 1,
+        },
+    },
+    Spec {
+        name: "momoko, window 1 s (default)",
+        kind: Kind::Momoko {
+            window: None,
+            size: 1,
+        },
+    },
+    Spec {
+        name: "momoko, window 500 ms",
+        kind: Kind::Momoko {
+            window: Some(Duration::from_millis(500)),
+            size: 1,
+        },
+    },
+    Spec {
+        name: "momoko, window 0 (always)",
+        kind: Kind::Momoko {
+            window: Some(Duration::ZERO),
+            size: 1,
+        },
+    },
+    // A pool of several connections hands a sequential caller's statements round the
+    // connections (least recently used first), so each connection is quiet for 8 × D.
+    Spec {
+        name: "momoko, 8 connections, window 1 s",
+        kind: Kind::Momoko {
+            window: None,
+            size: 8,
+        },
+    },
+    Spec {
+        name: "tokio-postgres, prepared SELECT 1",
+        kind: Kind::RawSelect1,
+    },
+    Spec {
+        name: "tokio-postgres, empty query",
+        kind: Kind::RawEmpty,
+    },
+];
+
+/// A connected series.
+enum Caller {
+    Momoko(Pool),
+    Raw {
+        client: Client,
+        statement: Option<Statement>,
+    },
+}
+
+impl Caller {
+    async fn open(kind: Kind, ep: &Endpoint) -> Result<Caller, BoxError> {
+        match kind {
+            Kind::Momoko { window, size } => {
+                let mut builder = Pool::builder(&ep.dsn, momoko_tokio::TokioExecutor::shared())
+                    .size(size)
+                    .max_size(size);
+                if let Some(w) = window {
+                    builder = builder.liveness_window(w);
+                }
+                Ok(Caller::Momoko(builder.connect().await?))
+            }
+            Kind::RawSelect1 | Kind::RawEmpty => {
+                let (client, connection) = ep.pg_config()?.connect(NoTls).await?;
+                tokio::spawn(connection);
+                let statement = match kind {
+                    Kind::RawSelect1 => Some(client.prepare(STATEMENT).await?),
+                    _ => None,
+                };
+                Ok(Caller::Raw { client, statement })
+            }
+        }
+    }
+
+    /// The window in force (`None` when no proof is made).
+    fn window(&self) -> Option<Duration> {
+        match self {
+            Caller::Momoko(pool) => Some(pool.config().liveness_window),
+            Caller::Raw { .. } => None,
+        }
+    }
+
+    /// Connections a sequential caller rotates over.
+    fn rotation(&self) -> usize {
+        match self {
+            Caller::Momoko(pool) => pool.config().size,
+            Caller::Raw { .. } => 1,
+        }
+    }
+
+    async fn call(&self) -> Result<(), BoxError> {
+        match self {
+            Caller::Momoko(pool) => {
+                let cursor = pool.execute(STATEMENT, &[]).await?;
+                std::hint::black_box(cursor.scalar::<i32>()?);
+            }
+            Caller::Raw {
+                client,
+                statement: Some(statement),
+            } => {
+                let rows = client.query(statement, &[]).await?;
+                std::hint::black_box(rows.len());
+            }
+            Caller::Raw {
+                client,
+                statement: None,
+            } => client.batch_execute("").await?,
+        }
+        Ok(())
+    }
+
+    async fn close(self) {
+        match self {
+            Caller::Momoko(pool) => pool.close().await,
+            Caller::Raw { client, .. } => drop(client),
+        }
+    }
+}
+
+/// One series at one pacing.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Cell {
+    /// Series name.
+    pub(crate) series: String,
+    /// D in milliseconds (0: back to back).
+    pub(crate) interval_ms: f64,
+    /// The liveness window in force, ms (`None` for the pool-less references; `f64::MAX`-like
+    /// values mean off).
+    pub(crate) window_ms: Option<f64>,
+    /// Measured calls.
+    pub(crate) calls: usize,
+    /// Median latency, µs.
+    pub(crate) p50_us: f64,
+    /// 99th percentile latency (nearest rank; the slowest call below 100 calls), µs.
+    pub(crate) p99_us: f64,
+    /// Mean latency, µs.
+    pub(crate) mean_us: f64,
+    /// Calls whose connection had been quiet longer than the window: momoko proved them
+    /// (computed from the schedule: the time since the same connection's previous call).
+    pub(crate) proved: Option<usize>,
+    /// Median time between two calls on the same connection, ms.
+    pub(crate) quiet_ms: f64,
+}
+
+/// Runs every pacing, all series taking turns.
+async fn measure(
+    ep: &Endpoint,
+    s: &LivenessSettings,
+    progress: fn(&str),
+) -> Result<Vec<Cell>, BoxError> {
+    let mut callers = Vec::with_capacity(SERIES.len());
+    for spec in SERIES {
+        callers.push(
+            Caller::open(spec.kind, ep)
+                .await
+                .map_err(|e| format!("{}: cannot connect: {e}", spec.name))?,
+        );
+    }
+    let k = callers.len();
+    let mut cells = Vec::new();
+    for &(d, n) in &s.intervals {
+        // Warm-up, back to back: every connection prepares the statement (a first call needs no
+        // proof: its Parse is one) and has answered just now.
+        let mut last: Vec<VecDeque<Instant>> = Vec::with_capacity(k);
+        for c in &callers {
+            let mut ring = VecDeque::with_capacity(c.rotation());
+            for _ in 0..c.rotation() {
+                ring.push_back(Instant::now());
+                c.call().await?;
+            }
+            last.push(ring);
+        }
+        let start = Instant::now();
+        let mut due: Vec<Instant> = (0..k)
+            .map(|i| start + d + d * i as u32 / k as u32)
+            .collect();
+        let mut lat: Vec<Vec<f64>> = vec![Vec::with_capacity(n); k];
+        let mut gaps: Vec<Vec<Duration>> = vec![Vec::with_capacity(n); k];
+        // The series due first (that still has calls to make) goes next.
+        while let Some(i) = (0..k).filter(|&i| lat[i].len() < n).min_by_key(|&i| due[i]) {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(due[i])).await;
+            let t0 = Instant::now();
+            callers[i].call().await?;
+            let t1 = Instant::now();
+            if let Some(prev) = last[i].pop_front() {
+                gaps[i].push(t0 - prev);
+            }
+            last[i].push_back(t0);
+            lat[i].push((t1 - t0).as_secs_f64() * 1e6);
+            due[i] = t1 + d;
+        }
+        for (i, c) in callers.iter().enumerate() {
+            let window = c.window();
+            let mut v = std::mem::take(&mut lat[i]);
+            let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
+            v.sort_by(f64::total_cmp);
+            let mut g: Vec<f64> = gaps[i].iter().map(|g| g.as_secs_f64() * 1e3).collect();
+            g.sort_by(f64::total_cmp);
+            cells.push(Cell {
+                series: SERIES[i].name.to_owned(),
+                interval_ms: d.as_secs_f64() * 1e3,
+                window_ms: window.map(|w| w.as_secs_f64() * 1e3),
+                calls: v.len(),
+                p50_us: nearest_rank(&v, 0.5),
+                p99_us: nearest_rank(&v, 0.99),
+                mean_us: mean,
+                proved: window.map(|w| gaps[i].iter().filter(|&&g| g > w).count()),
+                quiet_ms: nearest_rank(&g, 0.5),
+            });
+        }
+        let line = |name: &str| {
+            cells
+                .iter()
+                .rev()
+                .find(|c| c.series == name)
+                .map_or(f64::NAN, |c| c.p50_us)
+        };
+        progress(&format!(
+            "[liveness] D = {:>6} ms, {n:>4} calls: p50 off {:.0} µs · 1 s {:.0} µs · 500 ms {:.0} \
+             µs · always {:.0} µs · 8 conns {:.0} µs · raw {:.0} µs · empty query {:.0} µs",
+            d.as_millis(),
+            line(SERIES[0].name),
+            line(SERIES[1].name),
+            line(SERIES[2].name),
+            line(SERIES[3].name),
+            line(SERIES[4].name),
+            line(SERIES[5].name),
+            line(SERIES[6].name),
+        ));
+    }
+    for c in callers {
+        c.close().await;
+    }
+    Ok(cells)
+}
+
+/// Runs the measurement on the benchmark's tokio runtime (the schedule itself is one task on it,
+/// as a caller in an application would be).
+///
+/// # Errors
+///
+/// Connect and query errors.
+pub(crate) fn run(
+    server: &Server,
+    s: &LivenessSettings,
+    tokio: &tokio::runtime::Runtime,
+    progress: fn(&str),
+) -> Result<Vec<Cell>, BoxError> {
+    let ep = server.tcp.clone();
+    let s = s.clone();
+    tokio.block_on(
+        async move { tokio::spawn(async move { measure(&ep, &s, progress).await }).await },
+    )?
+}
+
+fn fmt_window(w: Option<f64>) -> String {
+    match w {
+        None => "–".to_owned(),
+        Some(ms) if ms > 1e12 => "off".to_owned(),
+        Some(ms) if ms >= 1000.0 => format!("{:.1} s", ms / 1000.0),
+        Some(ms) => format!("{ms:.0} ms"),
+    }
+}
+
+fn fmt_interval(ms: f64) -> String {
+    if ms == 0.0 {
+        "back to back".to_owned()
+    } else if ms >= 1000.0 {
+        format!("every {:.1} s", ms / 1000.0)
+    } else {
+        format!("every {ms:.0} ms")
+    }
+}
+
+/// The tables (also printed to stdout): one per pacing, then the extra per call at a glance.
+pub(crate) fn tables(cells: &[Cell]) -> String {
+    let mut intervals: Vec<f64> = cells.iter().map(|c| c.interval_ms).collect();
+    intervals.dedup();
+    let mut out = String::new();
+    let base = |d: f64| {
+        cells
+            .iter()
+            .find(|c| c.interval_ms == d && c.series == SERIES[0].name)
+            .map(|c| c.p50_us)
+    };
+    for &d in &intervals {
+        let _ = writeln!(
+            out,
+            "### `SELECT 1` {}\n\n| series | window | calls | quiet per connection | proved | p50 | p99 | mean | p50 − window off |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            fmt_interval(d)
+        );
+        for c in cells.iter().filter(|c| c.interval_ms == d) {
+            let extra = match (base(d), c.window_ms) {
+                (Some(b), Some(_)) => format!("{:+.0} µs", c.p50_us - b),
+                _ => "–".to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.1} ms | {} | {:.0} µs | {:.0} µs | {:.0} µs | {} |",
+                c.series,
+                fmt_window(c.window_ms),
+                c.calls,
+                c.quiet_ms,
+                c.proved
+                    .map_or_else(|| "–".to_owned(), |p| format!("{p}/{}", c.calls)),
+                c.p50_us,
+                c.p99_us,
+                c.mean_us,
+                extra
+            );
+        }
+        out.push('\n');
+    }
+    // At a glance: p50 per series and pacing.
+    let _ = write!(out, "### p50 / p99 (µs) at a glance\n\n| series |");
+    for &d in &intervals {
+        let _ = write!(out, " {} |", fmt_interval(d));
+    }
+    out.push_str("\n|---|");
+    for _ in &intervals {
+        out.push_str("---:|");
+    }
+    out.push('\n');
+    for spec in SERIES {
+        let _ = write!(out, "| {} |", spec.name);
+        for &d in &intervals {
+            match cells
+                .iter()
+                .find(|c| c.interval_ms == d && c.series == spec.name)
+            {
+                Some(c) => {
+                    let mark = match c.proved {
+                        Some(p) if p * 2 > c.calls => " ✱",
+                        _ => "",
+                    };
+                    let _ = write!(out, " {:.0} / {:.0}{mark} |", c.p50_us, c.p99_us);
+                }
+                None => out.push_str(" |"),
+            }
+        }
+        out.push('\n');
+    }
+    out.push_str("\n✱ = most calls were proven first (an empty query before the statement).\n");
+    out
+}
+
+/// Writes `liveness.json` and `liveness.md` into `dir`.
+///
+/// # Errors
+///
+/// I/O errors.
+pub(crate) fn write(
+    dir: &Path,
+    machine: &Machine,
+    command: &str,
+    elapsed_secs: f64,
+    cells: &[Cell],
+) -> Result<(), BoxError> {
+    #[derive(Serialize)]
+    struct Json<'a> {
+        machine: &'a Machine,
+        command: &'a str,
+        elapsed_secs: f64,
+        statement: &'a str,
+        cells: &'a [Cell],
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::write(
+        dir.join("liveness.json"),
+        serde_json::to_string_pretty(&Json {
+            machine,
+            command,
+            elapsed_secs,
+            statement: STATEMENT,
+            cells,
+        })?,
+    )?;
+    let mut md = String::from("# Liveness window: what the proof costs at light load\n\n");
+    md.push_str(&crate::report::machine_line(machine, command));
+    let _ = writeln!(
+        md,
+        "One caller (a task on the benchmark's tokio runtime) runs `{STATEMENT}` through each \
+         series, sleeping D on tokio's timer after every call; every series has its own \
+         connection(s) over TCP loopback, and all series take turns in one schedule (staggered \
+         by D / 7, so their calls do not overlap). Before measuring at each D, every series runs \
+         one call per connection back to back (so the statement is cached everywhere). Run took \
+         {elapsed_secs:.0} s.\n"
+    );
+    md.push_str(
+        "* momoko: `Pool::builder(dsn, TokioExecutor).size(1).max_size(1)` plus \
+         `.liveness_window(w)` (none for the default, 1 s); `pool.execute(\"SELECT 1\", &[])`, a \
+         cached statement after the first call. When the connection has not been answered for \
+         longer than `w`, an empty query goes first (one round trip).\n\
+         * momoko, 8 connections: `size(8)`, default window. A sequential caller's statements go \
+         round the 8 connections (least recently used first), so each connection is quiet for \
+         8 × D.\n\
+         * tokio-postgres, prepared SELECT 1: one client, the statement prepared once, \
+         `client.query`: the floor without a pool.\n\
+         * tokio-postgres, empty query: one client, `batch_execute(\"\")`: the proof's round trip \
+         alone, paced like the rest.\n\n\
+         Columns: quiet per connection = median time between two calls on the same connection \
+         (start to start: momoko dates the server's last answer by the start of the statement it \
+         answered, so this is what it compares with the window); proved = calls whose connection had been quiet longer than \
+         the window (counted from the schedule: the calls momoko proved, give or take the few µs \
+         between this clock reading and momoko's); p50 / p99 / mean \
+         = the caller's latency of one call (p99 by nearest rank: the slowest call when there are \
+         fewer than 100); p50 − window off = the median's extra over the same pacing with the \
+         proof off.\n\n",
+    );
+    md.push_str(&tables(cells));
+    std::fs::write(dir.join("liveness.md"), md)?;
+    Ok(())
+}
