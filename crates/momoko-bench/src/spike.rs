@@ -624,26 +624,27 @@ pub(crate) fn write(
          landed (the last caller's completion + connect delay + settle), **including the initial \
          connection**; burst = first caller's start to last caller's completion; p50 / p99 = the \
          callers' latencies (nearest rank over the callers: p99 of {} is the slowest caller). The \
-         proxy counts every contender the same way; for momoko, `counters().connections_opened` \
-         is in `spike.json` (field `opened`). The machine has 2 cores shared by client, server, \
+         proxy counts every contender the same way; momoko's own count \
+         (`counters().connections_opened`, read with the last proxy count) is shown beside it. The machine has 2 cores shared by client, server, \
          proxy and other work, so read the load average above with the figures.\n",
         s.callers
     );
     md.push_str(&table(summaries));
     md.push('\n');
     md.push_str(&verdict(summaries));
-    md.push_str("\n## Every run\n\n| rep | contender | before | dialled by the end | dialled | burst ms | p50 ms | p99 ms |\n|---:|---|---:|---:|---:|---:|---:|---:|\n");
+    md.push_str("\n## Every run\n\n| rep | contender | before | dialled by the end | dialled | momoko's own count | burst ms | p50 ms | p99 ms |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in runs {
         match &r.error {
             None => {
                 let _ = writeln!(
                     md,
-                    "| {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} |",
+                    "| {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} |",
                     r.rep + 1,
                     r.contender,
                     r.initial,
                     r.dialled_by_end,
                     r.dialled,
+                    r.opened.map_or_else(|| "–".to_owned(), |o| o.to_string()),
                     r.burst_ms,
                     r.p50_ms,
                     r.p99_ms
@@ -652,7 +653,7 @@ pub(crate) fn write(
             Some(e) => {
                 let _ = writeln!(
                     md,
-                    "| {} | {} | failed: {} | | | | | |",
+                    "| {} | {} | failed: {} | | | | | | |",
                     r.rep + 1,
                     r.contender,
                     e.replace('|', "/")
