@@ -24,6 +24,8 @@ USAGE: momoko-bench [OPTIONS]
   --liveness            only the liveness-window cost: one caller, a cached SELECT 1 every D
                         (back to back, 10 ms, 100 ms, 500 ms, 1.5 s, 3 s) with the window off,
                         1 s, 500 ms and 0. Writes liveness.md/json (~3 min)
+  --intervals <list>    the liveness run's pacings instead: D in ms and calls per series, e.g.
+                        100:200,750:60 (0 = back to back)
   --secs <f>            measured seconds per cell (default 3)
   --warmup <f>          warm-up seconds per cell before measuring (default 0.5)
   --reps <n>            repetitions of every cell; the median is reported (default 3)
@@ -81,6 +83,8 @@ pub(crate) struct Options {
     pub(crate) spike_contenders: Vec<ContenderId>,
     /// Whether the liveness measurement runs.
     pub(crate) liveness: bool,
+    /// The liveness run's pacings (D, calls per series), when given.
+    pub(crate) intervals: Option<Vec<(Duration, usize)>>,
 }
 
 fn list<T>(flag: &str, value: &str, parse: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, BoxError> {
@@ -180,6 +184,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Bo
     let mut render = None;
     let mut spike = false;
     let mut liveness = false;
+    let mut intervals = None;
 
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -199,6 +204,14 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Bo
             "--full" => full = true,
             "--spike" => spike = true,
             "--liveness" => liveness = true,
+            "--intervals" => {
+                intervals = Some(list("--intervals", &value()?, |s| {
+                    let (d, n) = s.split_once(':')?;
+                    let d = Duration::from_millis(d.trim().parse().ok()?);
+                    let n: usize = n.trim().parse().ok().filter(|&n| n > 0)?;
+                    Some((d, n))
+                })?);
+            }
             "--render" => render = Some(PathBuf::from(value()?)),
             "--secs" => secs = Some(seconds("--secs", &value()?)?),
             "--warmup" => warmup = Some(seconds("--warmup", &value()?)?),
@@ -301,6 +314,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Bo
         spike_reps: reps.unwrap_or(if smoke { 1 } else { 5 }),
         spike_contenders,
         liveness: liveness || (smoke && !modes),
+        intervals,
     };
     Ok(Parsed::Run(Box::new(options)))
 }
@@ -366,5 +380,14 @@ mod tests {
         assert_eq!(o.spike_reps, 2);
         assert_eq!(o.spike_contenders.len(), 2);
         assert!(parse(["--spike", "--contenders", "raw"].map(String::from)).is_err());
+        let o = options(&["--liveness", "--intervals", "0:50,1500:30"]);
+        assert_eq!(
+            o.intervals,
+            Some(vec![
+                (Duration::ZERO, 50),
+                (Duration::from_millis(1500), 30)
+            ])
+        );
+        assert!(parse(["--intervals", "100"].map(String::from)).is_err());
     }
 }

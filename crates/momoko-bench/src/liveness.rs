@@ -242,6 +242,8 @@ pub(crate) struct Cell {
     pub(crate) proved: Option<usize>,
     /// Median time between two calls on the same connection, ms.
     pub(crate) quiet_ms: f64,
+    /// Every call's latency in µs, in call order.
+    pub(crate) latencies_us: Vec<f64>,
 }
 
 /// Runs every pacing, all series taking turns.
@@ -293,8 +295,9 @@ async fn measure(
         }
         for (i, c) in callers.iter().enumerate() {
             let window = c.window();
-            let mut v = std::mem::take(&mut lat[i]);
-            let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
+            let in_order = std::mem::take(&mut lat[i]);
+            let mean = in_order.iter().sum::<f64>() / in_order.len().max(1) as f64;
+            let mut v = in_order.clone();
             v.sort_by(f64::total_cmp);
             let mut g: Vec<f64> = gaps[i].iter().map(|g| g.as_secs_f64() * 1e3).collect();
             g.sort_by(f64::total_cmp);
@@ -308,6 +311,7 @@ async fn measure(
                 mean_us: mean,
                 proved: window.map(|w| gaps[i].iter().filter(|&&g| g > w).count()),
                 quiet_ms: nearest_rank(&g, 0.5),
+                latencies_us: in_order.iter().map(|x| x.round()).collect(),
             });
         }
         let line = |name: &str| {

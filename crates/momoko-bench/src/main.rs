@@ -365,11 +365,14 @@ fn run_liveness(
 ) -> Result<(), BoxError> {
     let started = Instant::now();
     let mut machine = for_mode(machine);
-    let settings = if opts.smoke {
+    let mut settings = if opts.smoke {
         liveness::LivenessSettings::smoke()
     } else {
         liveness::LivenessSettings::full()
     };
+    if let Some(intervals) = &opts.intervals {
+        settings.intervals.clone_from(intervals);
+    }
     progress(&format!(
         "liveness: one caller, SELECT 1 every D in {} · about {:.0} s",
         settings
