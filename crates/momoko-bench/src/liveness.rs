@@ -1,14 +1,13 @@
 //! `--liveness`: what momoko's liveness proof costs at light load. Before a cached statement is
 //! sent on a connection the server has not answered for longer than `liveness_window`, momoko
-//! sends an empty query first (one round trip). One caller issues a cached `SELECT 1` every D
-//! (sleeping on tokio's timer between calls), with the window off, 1 s (the default, pgx's
-//! choice), 500 ms (HikariCP's) and 0 (every call proven); the empty query's own round trip and a
-//! pool-less prepared `SELECT 1` run alongside as references.
+//! sends an empty query first (one round trip). One caller issues a cached `SELECT 1`, sleeping D
+//! on tokio's timer after each call, with the window off, 1 s (the default, as pgx's pool), 500
+//! ms (HikariCP's) and 0 (every call proven); the empty query's own round trip and a pool-less
+//! prepared `SELECT 1` run alongside as references, and a pool of 8 connections with the default
+//! window shows what spreading one caller over several connections does.
 //!
-//! The series take turns in one schedule (each still sleeps D between its own calls, on its own
-//! connection): run one after the other, 200 calls at 500 ms and 30 at 3 s for seven series
-//! would take over 20 minutes. Their calls take ~0.1 ms against gaps of D / 7 or more, so they
-//! barely meet; what each connection sees is exactly one statement every D.
+//! All series run in one schedule, so that load from elsewhere on the machine falls on all of
+//! them alike; how they share it is in [`measure`].
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -34,19 +33,18 @@ pub(crate) struct LivenessSettings {
 }
 
 impl LivenessSettings {
-    /// The full run, about 2¾ minutes: D = 0 (back to back), 10 ms, 100 ms, 500 ms, 1.5 s, 3 s.
-    /// Fewer calls at long D (15 at 3 s is 45 s already); a median of 15 is stable here because
-    /// every call at that pacing takes the same path (proof or not), and p99 below 100 calls is
-    /// the slowest call.
+    /// The full run, about 3 minutes: D = 0 (back to back), 10 ms, 100 ms, 500 ms, 1.5 s, 3 s.
+    /// Fewer calls at long D (10 at 3 s take 33 s already). Below 100 calls p99 is the slowest
+    /// call.
     pub(crate) fn full() -> LivenessSettings {
         LivenessSettings {
             intervals: vec![
                 (Duration::ZERO, 1000),
-                (Duration::from_millis(10), 300),
-                (Duration::from_millis(100), 200),
-                (Duration::from_millis(500), 100),
-                (Duration::from_millis(1500), 30),
-                (Duration::from_secs(3), 15),
+                (Duration::from_millis(10), 200),
+                (Duration::from_millis(100), 70),
+                (Duration::from_millis(500), 70),
+                (Duration::from_millis(1500), 20),
+                (Duration::from_secs(3), 10),
             ],
         }
     }
@@ -55,20 +53,28 @@ impl LivenessSettings {
     pub(crate) fn smoke() -> LivenessSettings {
         LivenessSettings {
             intervals: vec![
-                (Duration::ZERO, 50),
-                (Duration::from_millis(5), 10),
-                (Duration::from_millis(20), 5),
+                (Duration::ZERO, 40),
+                (Duration::from_millis(2), 10),
+                (Duration::from_millis(10), 5),
             ],
         }
     }
 
-    /// Rough wall-clock time, for the banner.
+    /// Rough wall-clock time, for the banner (see [`measure`] for the schedule).
     pub(crate) fn estimate(&self) -> Duration {
+        let k = SERIES.len() as u32;
+        let connections: u32 = SERIES.iter().map(|s| s.kind.connections() as u32).sum();
         self.intervals
             .iter()
-            .map(|&(d, n)| d * (n as u32 + 1))
+            .map(|&(d, n)| {
+                if d / k >= STAGGER_MIN_IDLE {
+                    d * (n as u32 + 1)
+                } else {
+                    d * (k * n as u32 + n.div_ceil(TURN) as u32 * connections)
+                }
+            })
             .sum::<Duration>()
-            + Duration::from_secs(1)
+            + Duration::from_secs(2)
     }
 }
 
@@ -84,6 +90,16 @@ enum Kind {
     RawSelect1,
     /// One tokio-postgres client, an empty query: the proof's round trip alone.
     RawEmpty,
+}
+
+impl Kind {
+    /// Connections a series of this kind uses.
+    fn connections(self) -> usize {
+        match self {
+            Kind::Momoko { size, .. } => size,
+            Kind::RawSelect1 | Kind::RawEmpty => 1,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -242,11 +258,70 @@ pub(crate) struct Cell {
     pub(crate) proved: Option<usize>,
     /// Median time between two calls on the same connection, ms.
     pub(crate) quiet_ms: f64,
+    /// Median idle time before a call (since any series' previous call ended), ms.
+    pub(crate) idle_ms: f64,
     /// Every call's latency in µs, in call order.
     pub(crate) latencies_us: Vec<f64>,
 }
 
-/// Runs every pacing, all series taking turns.
+/// Series are interleaved call by call only when every call still follows at least this much
+/// idle time: a process, backend and CPU idle for a few ms answer faster than after longer
+/// (a first run that interleaved 7 series at D = 100 ms, 14 ms apart, gave bimodal latencies,
+/// 60–70 µs or 250–300 µs, depending on how close the previous series' call happened to be).
+const STAGGER_MIN_IDLE: Duration = Duration::from_millis(50);
+
+/// Measured calls per turn when the series take turns.
+const TURN: usize = 10;
+
+/// One series' figures at one pacing, as they are gathered.
+#[derive(Default)]
+struct Track {
+    /// Start of the last call on each of the series' connections, oldest first.
+    ring: VecDeque<Instant>,
+    /// Measured latencies, µs.
+    lat: Vec<f64>,
+    /// Time since the same connection's previous call, per measured call.
+    gaps: Vec<Duration>,
+    /// Time since any series' previous call ended, per measured call.
+    idle: Vec<Duration>,
+}
+
+/// Runs one call of `caller`, recording it in `track` if `measured`.
+async fn timed(
+    caller: &Caller,
+    track: &mut Track,
+    last_end: &mut Instant,
+    measured: bool,
+) -> Result<(), BoxError> {
+    let t0 = Instant::now();
+    caller.call().await?;
+    let t1 = Instant::now();
+    let prev = track.ring.pop_front();
+    track.ring.push_back(t0);
+    if measured {
+        track.lat.push((t1 - t0).as_secs_f64() * 1e6);
+        track.gaps.push(prev.map_or(Duration::MAX, |p| t0 - p));
+        track.idle.push(t0.saturating_duration_since(*last_end));
+    }
+    *last_end = t1;
+    Ok(())
+}
+
+async fn pause(d: Duration) {
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
+    }
+}
+
+/// Runs every pacing. Every call sleeps D after the previous call of its series completed (on
+/// tokio's timer), so each connection is quiet for D plus one call.
+///
+/// * D < 7 × [`STAGGER_MIN_IDLE`]: the series take turns, [`TURN`] measured calls each, so
+///   every measured call follows D of idle time, as for a lone caller. A turn starts with one
+///   unmeasured call per connection of the series at the same pace: after the other series'
+///   turns its connections have been quiet much longer than D.
+/// * Longer D: the series are staggered D / 7 apart and interleaved call by call (one after
+///   the other would take seven times as long); every call still follows ≥ 50 ms of idle time.
 async fn measure(
     ep: &Endpoint,
     s: &LivenessSettings,
@@ -263,44 +338,57 @@ async fn measure(
     let k = callers.len();
     let mut cells = Vec::new();
     for &(d, n) in &s.intervals {
-        // Warm-up, back to back: every connection prepares the statement (a first call needs no
-        // proof: its Parse is one) and has answered just now.
-        let mut last: Vec<VecDeque<Instant>> = Vec::with_capacity(k);
-        for c in &callers {
-            let mut ring = VecDeque::with_capacity(c.rotation());
+        let mut tracks: Vec<Track> = (0..k).map(|_| Track::default()).collect();
+        let mut last_end = Instant::now();
+        // Every connection prepares the statement (a first call needs no proof: its Parse is
+        // one) and has answered just now.
+        for (c, t) in callers.iter().zip(&mut tracks) {
             for _ in 0..c.rotation() {
-                ring.push_back(Instant::now());
-                c.call().await?;
+                timed(c, t, &mut last_end, false).await?;
             }
-            last.push(ring);
         }
-        let start = Instant::now();
-        let mut due: Vec<Instant> = (0..k)
-            .map(|i| start + d + d * i as u32 / k as u32)
-            .collect();
-        let mut lat: Vec<Vec<f64>> = vec![Vec::with_capacity(n); k];
-        let mut gaps: Vec<Vec<Duration>> = vec![Vec::with_capacity(n); k];
-        // The series due first (that still has calls to make) goes next.
-        while let Some(i) = (0..k).filter(|&i| lat[i].len() < n).min_by_key(|&i| due[i]) {
-            tokio::time::sleep_until(tokio::time::Instant::from_std(due[i])).await;
-            let t0 = Instant::now();
-            callers[i].call().await?;
-            let t1 = Instant::now();
-            if let Some(prev) = last[i].pop_front() {
-                gaps[i].push(t0 - prev);
+        if d / k as u32 >= STAGGER_MIN_IDLE {
+            let start = Instant::now();
+            let mut due: Vec<Instant> = (0..k)
+                .map(|i| start + d + d * i as u32 / k as u32)
+                .collect();
+            // The series due first (that still has calls to make) goes next.
+            while let Some(i) = (0..k)
+                .filter(|&i| tracks[i].lat.len() < n)
+                .min_by_key(|&i| due[i])
+            {
+                tokio::time::sleep_until(tokio::time::Instant::from_std(due[i])).await;
+                timed(&callers[i], &mut tracks[i], &mut last_end, true).await?;
+                due[i] = last_end + d;
             }
-            last[i].push_back(t0);
-            lat[i].push((t1 - t0).as_secs_f64() * 1e6);
-            due[i] = t1 + d;
+        } else {
+            while tracks.iter().any(|t| t.lat.len() < n) {
+                for (c, t) in callers.iter().zip(&mut tracks) {
+                    let m = TURN.min(n - t.lat.len());
+                    if m == 0 {
+                        continue;
+                    }
+                    for _ in 0..c.rotation() {
+                        pause(d).await;
+                        timed(c, t, &mut last_end, false).await?;
+                    }
+                    for _ in 0..m {
+                        pause(d).await;
+                        timed(c, t, &mut last_end, true).await?;
+                    }
+                }
+            }
         }
-        for (i, c) in callers.iter().enumerate() {
+        for (i, (c, t)) in callers.iter().zip(&tracks).enumerate() {
             let window = c.window();
-            let in_order = std::mem::take(&mut lat[i]);
-            let mean = in_order.iter().sum::<f64>() / in_order.len().max(1) as f64;
-            let mut v = in_order.clone();
+            let mean = t.lat.iter().sum::<f64>() / t.lat.len().max(1) as f64;
+            let mut v = t.lat.clone();
             v.sort_by(f64::total_cmp);
-            let mut g: Vec<f64> = gaps[i].iter().map(|g| g.as_secs_f64() * 1e3).collect();
-            g.sort_by(f64::total_cmp);
+            let ms = |d: &[Duration]| {
+                let mut m: Vec<f64> = d.iter().map(|g| g.as_secs_f64() * 1e3).collect();
+                m.sort_by(f64::total_cmp);
+                nearest_rank(&m, 0.5)
+            };
             cells.push(Cell {
                 series: SERIES[i].name.to_owned(),
                 interval_ms: d.as_secs_f64() * 1e3,
@@ -309,9 +397,10 @@ async fn measure(
                 p50_us: nearest_rank(&v, 0.5),
                 p99_us: nearest_rank(&v, 0.99),
                 mean_us: mean,
-                proved: window.map(|w| gaps[i].iter().filter(|&&g| g > w).count()),
-                quiet_ms: nearest_rank(&g, 0.5),
-                latencies_us: in_order.iter().map(|x| x.round()).collect(),
+                proved: window.map(|w| t.gaps.iter().filter(|&&g| g > w).count()),
+                quiet_ms: ms(&t.gaps),
+                idle_ms: ms(&t.idle),
+                latencies_us: t.lat.iter().map(|x| x.round()).collect(),
             });
         }
         let line = |name: &str| {
@@ -392,7 +481,7 @@ pub(crate) fn tables(cells: &[Cell]) -> String {
     for &d in &intervals {
         let _ = writeln!(
             out,
-            "### `SELECT 1` {}\n\n| series | window | calls | quiet per connection | proved | p50 | p99 | mean | p50 − window off |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "### `SELECT 1` {}\n\n| series | window | calls | idle before | quiet per connection | proved | p50 | p99 | mean | p50 − window off |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
             fmt_interval(d)
         );
         for c in cells.iter().filter(|c| c.interval_ms == d) {
@@ -402,10 +491,11 @@ pub(crate) fn tables(cells: &[Cell]) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {:.1} ms | {} | {:.0} µs | {:.0} µs | {:.0} µs | {} |",
+                "| {} | {} | {} | {:.1} ms | {:.1} ms | {} | {:.0} µs | {:.0} µs | {:.0} µs | {} |",
                 c.series,
                 fmt_window(c.window_ms),
                 c.calls,
+                c.idle_ms,
                 c.quiet_ms,
                 c.proved
                     .map_or_else(|| "–".to_owned(), |p| format!("{p}/{}", c.calls)),
@@ -487,10 +577,16 @@ pub(crate) fn write(
         md,
         "One caller (a task on the benchmark's tokio runtime) runs `{STATEMENT}` through each \
          series, sleeping D on tokio's timer after every call; every series has its own \
-         connection(s) over TCP loopback, and all series take turns in one schedule (staggered \
-         by D / 7, so their calls do not overlap). Before measuring at each D, every series runs \
-         one call per connection back to back (so the statement is cached everywhere). Run took \
-         {elapsed_secs:.0} s.\n"
+         connection(s) over TCP loopback. All series share one schedule, so load from elsewhere \
+         falls on all of them alike. Below D = 350 ms they take turns, {TURN} measured calls \
+         each (a turn starts with one unmeasured call per connection, at the same pace, since \
+         the connections idled through the other series' turns), so every call follows D of \
+         idle time as for a lone caller. From 350 ms on they are staggered D / 7 apart and \
+         interleaved call by call (one after the other would take seven times as long), every \
+         call still following ≥ 50 ms of idle time: a first version that interleaved at \
+         D = 100 ms (calls 14 ms apart) gave bimodal latencies, fast or slow depending on how \
+         recently another series had run. Before each D, every connection runs the statement \
+         once (so it is cached everywhere). Run took {elapsed_secs:.0} s.\n"
     );
     md.push_str(
         "* momoko: `Pool::builder(dsn, TokioExecutor).size(1).max_size(1)` plus \
@@ -504,7 +600,8 @@ pub(crate) fn write(
          `client.query`: the floor without a pool.\n\
          * tokio-postgres, empty query: one client, `batch_execute(\"\")`: the proof's round trip \
          alone, paced like the rest.\n\n\
-         Columns: quiet per connection = median time between two calls on the same connection \
+         Columns: idle before = median time between the end of the previous call (of any \
+         series) and the call; quiet per connection = median time between two calls on the same connection \
          (start to start: momoko dates the server's last answer by the start of the statement it \
          answered, so this is what it compares with the window); proved = calls whose connection had been quiet longer than \
          the window (counted from the schedule: the calls momoko proved, give or take the few µs \
