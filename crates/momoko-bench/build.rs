@@ -41,8 +41,26 @@ fn main() {
         None => "unknown".to_owned(),
     };
     println!("cargo:rustc-env=MOMOKO_BENCH_GIT={state}");
-    for p in [".git/HEAD", ".git/refs", ".git/packed-refs"] {
-        println!("cargo:rerun-if-changed={}", root.join(p).display());
+    // HEAD lives in the git directory and the branches in the common one; they differ in a
+    // linked worktree (where `.git` is a file), so ask git rather than assume `.git/`.
+    let dir = |flag: &str| {
+        git(&root, &["rev-parse", flag]).map(|d| {
+            let d = PathBuf::from(d);
+            if d.is_absolute() {
+                d
+            } else {
+                root.join(d)
+            }
+        })
+    };
+    let git_dir = dir("--git-dir").unwrap_or_else(|| root.join(".git"));
+    let common = dir("--git-common-dir").unwrap_or_else(|| git_dir.clone());
+    for p in [
+        git_dir.join("HEAD"),
+        common.join("refs"),
+        common.join("packed-refs"),
+    ] {
+        println!("cargo:rerun-if-changed={}", p.display());
     }
     for c in crates {
         println!(

@@ -14,7 +14,18 @@ and pgbench, on a throw-away PostgreSQL cluster (or DATABASE_URL).
 USAGE: momoko-bench [OPTIONS]
 
   --smoke               a few seconds: SELECT 1, TCP, 1 and 16 tasks, 8 connections, 1 repetition,
-                        0.3 s per cell; writes to a temporary directory unless --out is given
+                        0.3 s per cell, plus a small spike (16 callers, 50 ms connects) and a
+                        short liveness run; writes to a temporary directory unless --out is given
+  --spike               only the spike (HikariCP's): a pool of 1 (max 50) behind a proxy adding
+                        150 ms to every connect meets 50 callers at once, one `SELECT
+                        pg_sleep(0.002)` each; connections dialled, burst time, latencies;
+                        5 repetitions unless --reps; contenders momoko-tokio, deadpool-postgres,
+                        bb8-postgres, sqlx unless --contenders. Writes spike.md/json (~20 s)
+  --liveness            only the liveness-window cost: one caller, a cached SELECT 1 every D
+                        (back to back, 10 ms, 100 ms, 500 ms, 1.5 s, 3 s) with the window off,
+                        1 s, 500 ms and 0. Writes liveness.md/json (~3 min)
+  --intervals <list>    the liveness run's pacings instead: D in ms and calls per series, e.g.
+                        100:200,750:60 (0 = back to back)
   --secs <f>            measured seconds per cell (default 3)
   --warmup <f>          warm-up seconds per cell before measuring (default 0.5)
   --reps <n>            repetitions of every cell; the median is reported (default 3)
@@ -30,6 +41,9 @@ USAGE: momoko-bench [OPTIONS]
   --full                the full cartesian matrix (every workload × transport × 1,16,64,256 tasks
                         × 8,16 connections)
   -h, --help            this text
+
+--spike and --liveness may be combined (with each other and with --smoke, which shrinks them);
+neither runs the matrix.
 
 Without --full or any of --workloads/--transports/--concurrency/--conns, the standard matrix runs:
   select1    × tcp,unix × 8 conns  × 1,16,64,256 tasks
@@ -59,6 +73,18 @@ pub(crate) struct Options {
     pub(crate) smoke: bool,
     /// How the matrix was chosen, for the report.
     pub(crate) matrix: String,
+    /// Whether the throughput matrix runs (not when only `--spike`/`--liveness` were asked).
+    pub(crate) run_matrix: bool,
+    /// Whether the spike runs.
+    pub(crate) spike: bool,
+    /// Repetitions of the spike.
+    pub(crate) spike_reps: usize,
+    /// Who runs in the spike, in base order.
+    pub(crate) spike_contenders: Vec<ContenderId>,
+    /// Whether the liveness measurement runs.
+    pub(crate) liveness: bool,
+    /// The liveness run's pacings (D, calls per series), when given.
+    pub(crate) intervals: Option<Vec<(Duration, usize)>>,
 }
 
 fn list<T>(flag: &str, value: &str, parse: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, BoxError> {
@@ -156,6 +182,9 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Bo
     let mut concurrency = None;
     let mut conns = None;
     let mut render = None;
+    let mut spike = false;
+    let mut liveness = false;
+    let mut intervals = None;
 
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -173,6 +202,16 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Bo
             "-h" | "--help" => return Ok(Parsed::Help),
             "--smoke" => smoke = true,
             "--full" => full = true,
+            "--spike" => spike = true,
+            "--liveness" => liveness = true,
+            "--intervals" => {
+                intervals = Some(list("--intervals", &value()?, |s| {
+                    let (d, n) = s.split_once(':')?;
+                    let d = Duration::from_millis(d.trim().parse().ok()?);
+                    let n: usize = n.trim().parse().ok().filter(|&n| n > 0)?;
+                    Some((d, n))
+                })?);
+            }
             "--render" => render = Some(PathBuf::from(value()?)),
             "--secs" => secs = Some(seconds("--secs", &value()?)?),
             "--warmup" => warmup = Some(seconds("--warmup", &value()?)?),
@@ -233,6 +272,22 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Bo
         (standard_cells(), "standard (see --help)".to_owned())
     };
 
+    let spike_contenders = match &contenders {
+        None => crate::spike::default_contenders(),
+        Some(list) if spike => {
+            if let Some(c) = list.iter().find(|c| !crate::spike::supports(**c)) {
+                return Err(format!(
+                    "--spike: {} has no spike version (momoko on tokio, deadpool-postgres, \
+                     bb8-postgres and sqlx have)",
+                    c.name()
+                )
+                .into());
+            }
+            list.clone()
+        }
+        Some(_) => Vec::new(),
+    };
+    let modes = spike || liveness;
     let options = Options {
         secs: secs.unwrap_or(if smoke {
             Duration::from_millis(300)
@@ -254,6 +309,12 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Bo
         cells,
         smoke,
         matrix,
+        run_matrix: !modes,
+        spike: spike || (smoke && !modes),
+        spike_reps: reps.unwrap_or(if smoke { 1 } else { 5 }),
+        spike_contenders,
+        liveness: liveness || (smoke && !modes),
+        intervals,
     };
     Ok(Parsed::Run(Box::new(options)))
 }
@@ -288,5 +349,45 @@ impl Options {
         let pg_secs = self.secs.as_secs_f64().round().max(1.0) + 0.3;
         (per_run * (rust * self.cells.len()) as u32 + Duration::from_secs_f64(pg_secs) * pg)
             * self.reps as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(args: &[&str]) -> Options {
+        match parse(args.iter().map(|s| (*s).to_owned())).unwrap() {
+            Parsed::Run(o) => *o,
+            other => panic!("not a run: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn modes() {
+        let o = options(&[]);
+        assert!(o.run_matrix && !o.spike && !o.liveness);
+        let o = options(&["--smoke"]);
+        assert!(o.run_matrix && o.spike && o.liveness);
+        assert_eq!(o.spike_reps, 1);
+        let o = options(&["--spike"]);
+        assert!(!o.run_matrix && o.spike && !o.liveness);
+        assert_eq!(o.spike_reps, 5);
+        assert_eq!(o.spike_contenders.len(), 4);
+        let o = options(&["--liveness", "--smoke"]);
+        assert!(!o.run_matrix && !o.spike && o.liveness);
+        let o = options(&["--spike", "--reps", "2", "--contenders", "momoko,deadpool"]);
+        assert_eq!(o.spike_reps, 2);
+        assert_eq!(o.spike_contenders.len(), 2);
+        assert!(parse(["--spike", "--contenders", "raw"].map(String::from)).is_err());
+        let o = options(&["--liveness", "--intervals", "0:50,1500:30"]);
+        assert_eq!(
+            o.intervals,
+            Some(vec![
+                (Duration::ZERO, 50),
+                (Duration::from_millis(1500), 30)
+            ])
+        );
+        assert!(parse(["--intervals", "100"].map(String::from)).is_err());
     }
 }

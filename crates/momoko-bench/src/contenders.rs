@@ -325,17 +325,17 @@ async fn run_deadpool(
 // bb8-postgres
 
 /// A tokio-postgres client with the workload's statement prepared when it connected.
-struct PreparedClient {
-    client: Client,
-    statement: Statement,
+pub(crate) struct PreparedClient {
+    pub(crate) client: Client,
+    pub(crate) statement: Statement,
 }
 
 /// bb8-postgres' manager, plus preparing the workload's statement once per connection.
 /// Connect, validity test (`simple_query("")` on every checkout, bb8's default) and breakage
 /// check are bb8-postgres' own.
-struct PreparingManager {
-    inner: PostgresConnectionManager<NoTls>,
-    sql: &'static str,
+pub(crate) struct PreparingManager {
+    pub(crate) inner: PostgresConnectionManager<NoTls>,
+    pub(crate) sql: &'static str,
 }
 
 impl ManageConnection for PreparingManager {

@@ -1,6 +1,7 @@
 //! The server: a throw-away cluster from momoko-testkit (or `DATABASE_URL`), its addresses, the
 //! benchmark's tables, and the facts about the machine that go into the report.
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -73,6 +74,43 @@ impl Endpoint {
         Ok(tokio_postgres::Config::from_str(&self.dsn)?)
     }
 
+    /// The server's TCP address, for a proxy in front of it (`hostaddr` when given, else the
+    /// host resolved).
+    pub(crate) fn tcp_addr(&self) -> Result<SocketAddr, BoxError> {
+        let config = self.pg_config()?;
+        if let Some(ip) = config.get_hostaddrs().first() {
+            return Ok(SocketAddr::new(*ip, self.port));
+        }
+        match &self.host {
+            Host::Tcp(h) => (h.as_str(), self.port)
+                .to_socket_addrs()?
+                .next()
+                .ok_or_else(|| format!("{h} resolves to no address").into()),
+            Host::Unix(dir) => Err(format!(
+                "{} is a Unix socket directory; this measurement needs TCP",
+                dir.display()
+            )
+            .into()),
+        }
+    }
+
+    /// The same database reached through a local proxy listening on `127.0.0.1:port`.
+    pub(crate) fn via_proxy(&self, port: u16) -> Result<Endpoint, BoxError> {
+        let mut dsn = format!(
+            "host=127.0.0.1 port={port} user={} dbname={}",
+            quote(&self.user),
+            quote(&self.dbname)
+        );
+        if let Some(p) = &self.password {
+            dsn.push_str(" password=");
+            dsn.push_str(&quote(p));
+        }
+        if self.pg_config()?.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
+            dsn.push_str(" sslmode=disable");
+        }
+        Endpoint::parse(&dsn)
+    }
+
     /// The same settings for sqlx.
     pub(crate) fn sqlx_options(&self) -> sqlx::postgres::PgConnectOptions {
         let mut o = sqlx::postgres::PgConnectOptions::new()
@@ -89,6 +127,11 @@ impl Endpoint {
         }
         o
     }
+}
+
+/// A libpq `key=value` value, quoted.
+fn quote(v: &str) -> String {
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 /// The database under test: TCP and (for an owned cluster) Unix-socket endpoints.
@@ -173,6 +216,21 @@ impl Server {
             .batch_execute("VACUUM ANALYZE bench_accounts")
             .await
             .map_err(|e| format!("cannot vacuum bench_accounts: {}", pg_message(&e)))?;
+        let version: String = client.query_one("SELECT version()", &[]).await?.get(0);
+        drop(client);
+        let _ = driver.await;
+        Ok(version)
+    }
+
+    /// The server's `SELECT version()` (when the tables are not needed).
+    pub(crate) async fn version(&self) -> Result<String, BoxError> {
+        let (client, connection) = self
+            .tcp
+            .pg_config()?
+            .connect(NoTls)
+            .await
+            .map_err(|e| format!("cannot connect to {}: {}", self.tcp.dsn, pg_message(&e)))?;
+        let driver = tokio::spawn(connection);
         let version: String = client.query_one("SELECT version()", &[]).await?.get(0);
         drop(client);
         let _ = driver.await;
@@ -296,5 +354,21 @@ pub(crate) fn pg_message(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
         None => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxied_endpoint() {
+        let ep =
+            Endpoint::parse("host=127.0.0.1 port=5433 user=postgres dbname=momoko_bench").unwrap();
+        assert_eq!(ep.tcp_addr().unwrap(), "127.0.0.1:5433".parse().unwrap());
+        let via = ep.via_proxy(40000).unwrap();
+        assert_eq!((via.port, via.user.as_str()), (40000, "postgres"));
+        assert_eq!(via.dbname, "momoko_bench");
+        assert_eq!(quote("it's a \\ test"), "'it\\'s a \\\\ test'");
     }
 }

@@ -11,9 +11,11 @@ mod cli;
 mod contenders;
 mod db;
 mod harness;
+mod liveness;
 mod model;
 mod pgbench;
 mod report;
+mod spike;
 
 use std::collections::HashSet;
 use std::io::Write as _;
@@ -95,15 +97,90 @@ fn run(opts: Options) -> Result<(), BoxError> {
 
     progress("momoko-bench: starting the server …");
     let server = Server::start()?;
-    let version = tokio.block_on(server.prepare_schema())?;
+    // The matrix's tables; the spike and the liveness run need none.
+    let version = if opts.run_matrix {
+        tokio.block_on(server.prepare_schema())?
+    } else {
+        tokio.block_on(server.version())?
+    };
     let pgbench = Pgbench::locate()?;
-    let mut machine = Machine::probe(version, server.origin.clone(), &pgbench.bin);
+    let machine = Machine::probe(version, server.origin.clone(), &pgbench.bin);
     progress(&format!(
-        "momoko-bench: {} · {} CPUs · {}\nmatrix: {} · {} cells · contenders: {} · {:.1} s/cell \
-         + {:.1} s warm-up · {} rep(s) · about {:.0} s",
-        machine.postgres,
-        machine.nproc,
-        machine.cpu_model,
+        "momoko-bench: {} · {} CPUs · {}",
+        machine.postgres, machine.nproc, machine.cpu_model
+    ));
+    let command = format!(
+        "momoko-bench {}",
+        std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+    )
+    .trim_end()
+    .to_owned();
+
+    let mut failures = Vec::new();
+    if opts.run_matrix {
+        failures.extend(run_matrix(
+            &opts,
+            &server,
+            &tokio,
+            &pgbench,
+            machine.clone(),
+            &command,
+            &out_dir,
+        )?);
+    }
+    if opts.spike {
+        failures.extend(run_spike(
+            &opts,
+            &server,
+            &tokio,
+            machine.clone(),
+            &command,
+            &out_dir,
+        )?);
+    }
+    if opts.liveness {
+        run_liveness(&opts, &server, &tokio, machine, &command, &out_dir)?;
+    }
+    writeln!(
+        std::io::stdout().lock(),
+        "results in {} ({:.0} s)",
+        out_dir.display(),
+        started.elapsed().as_secs_f64()
+    )?;
+    if !failures.is_empty() && opts.smoke {
+        return Err(format!(
+            "{} run(s) failed: {}; see {}",
+            failures.len(),
+            failures.join("; "),
+            out_dir.display()
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// The same machine facts with the load average around one mode only.
+fn for_mode(mut machine: Machine) -> Machine {
+    machine.date = db::utc_now();
+    machine.loadavg_start = db::loadavg();
+    machine
+}
+
+/// The throughput matrix. Returns the failed runs' descriptions.
+fn run_matrix(
+    opts: &Options,
+    server: &Server,
+    tokio: &tokio::runtime::Runtime,
+    pgbench: &Pgbench,
+    machine: Machine,
+    command: &str,
+    out_dir: &std::path::Path,
+) -> Result<Vec<String>, BoxError> {
+    let started = Instant::now();
+    let mut machine = for_mode(machine);
+    progress(&format!(
+        "matrix: {} · {} cells · contenders: {} · {:.1} s/cell + {:.1} s warm-up · {} rep(s) · \
+         about {:.0} s",
         opts.matrix,
         opts.cells.len(),
         opts.contenders
@@ -146,7 +223,7 @@ fn run(opts: Options) -> Result<(), BoxError> {
                     concurrency: cell.concurrency,
                     seed: (rep as u64) << 32 | ci as u64,
                 };
-                let sample = match id.run(cell, &server, phase, &tokio, &pgbench) {
+                let sample = match id.run(cell, server, phase, tokio, pgbench) {
                     Ok(raw) => Sample::from_run(id.name(), cell, rep, raw),
                     Err(e) => Sample::failed(id.name(), cell, rep, e.to_string()),
                 };
@@ -191,16 +268,11 @@ fn run(opts: Options) -> Result<(), BoxError> {
         reps: opts.reps,
         matrix: opts.matrix.clone(),
         contenders: order.iter().map(|s| (*s).to_owned()).collect(),
-        command: format!(
-            "momoko-bench {}",
-            std::env::args().skip(1).collect::<Vec<_>>().join(" ")
-        )
-        .trim_end()
-        .to_owned(),
+        command: command.to_owned(),
         elapsed_secs: started.elapsed().as_secs_f64(),
-        notes: notes(&opts),
+        notes: notes(opts),
     };
-    report::write_all(&out_dir, &machine, &settings, &summaries, &samples)?;
+    report::write_all(out_dir, &machine, &settings, &summaries, &samples)?;
 
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{}", report::tables(&summaries))?;
@@ -212,18 +284,114 @@ fn run(opts: Options) -> Result<(), BoxError> {
     }
     writeln!(
         stdout,
-        "results: {} (results.json, results.md, chart.svg) in {:.0} s",
-        out_dir.display(),
+        "matrix: results.json, results.md, chart.svg in {:.0} s",
         started.elapsed().as_secs_f64()
     )?;
-    let failed = samples.iter().filter(|s| s.error.is_some()).count();
-    if failed > 0 && opts.smoke {
-        return Err(format!(
-            "{failed} run(s) failed; see {}",
-            out_dir.join("results.md").display()
-        )
-        .into());
+    Ok(samples
+        .iter()
+        .filter_map(|s| {
+            s.error.as_ref().map(|e| {
+                format!(
+                    "{} {} {} tasks: {e}",
+                    s.contender, s.workload, s.concurrency
+                )
+            })
+        })
+        .collect())
+}
+
+/// The spike (`--spike`). Returns the failed runs' descriptions.
+fn run_spike(
+    opts: &Options,
+    server: &Server,
+    tokio: &tokio::runtime::Runtime,
+    machine: Machine,
+    command: &str,
+    out_dir: &std::path::Path,
+) -> Result<Vec<String>, BoxError> {
+    let started = Instant::now();
+    let mut machine = for_mode(machine);
+    let settings = if opts.smoke {
+        spike::SpikeSettings::smoke()
+    } else {
+        spike::SpikeSettings::full(opts.spike_reps)
+    };
+    let settings = spike::SpikeSettings {
+        reps: opts.spike_reps,
+        ..settings
+    };
+    progress(&format!(
+        "spike: {} callers · pool of 1 (max {}) · {} ms connects · {} rep(s) · contenders: {}",
+        settings.callers,
+        settings.max_size,
+        settings.connect_delay.as_millis(),
+        settings.reps,
+        opts.spike_contenders
+            .iter()
+            .map(|c| c.name())
+            .collect::<Vec<_>>()
+            .join(",")
+    ));
+    let runs = spike::run(server, &opts.spike_contenders, &settings, tokio, progress);
+    machine.loadavg_end = db::loadavg();
+    let summaries = spike::summarise(&runs, &opts.spike_contenders);
+    spike::write(out_dir, &machine, command, &settings, &runs, &summaries)?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(
+        stdout,
+        "{}\n{}spike: spike.md, spike.json in {:.0} s",
+        spike::table(&summaries),
+        spike::verdict(&summaries),
+        started.elapsed().as_secs_f64()
+    )?;
+    Ok(runs
+        .iter()
+        .filter_map(|r| {
+            r.error
+                .as_ref()
+                .map(|e| format!("spike {}: {e}", r.contender))
+        })
+        .collect())
+}
+
+/// The liveness-window cost (`--liveness`).
+fn run_liveness(
+    opts: &Options,
+    server: &Server,
+    tokio: &tokio::runtime::Runtime,
+    machine: Machine,
+    command: &str,
+    out_dir: &std::path::Path,
+) -> Result<(), BoxError> {
+    let started = Instant::now();
+    let mut machine = for_mode(machine);
+    let mut settings = if opts.smoke {
+        liveness::LivenessSettings::smoke()
+    } else {
+        liveness::LivenessSettings::full()
+    };
+    if let Some(intervals) = &opts.intervals {
+        settings.intervals.clone_from(intervals);
     }
+    progress(&format!(
+        "liveness: one caller, SELECT 1 every D in {} · about {:.0} s",
+        settings
+            .intervals
+            .iter()
+            .map(|(d, n)| format!("{} ms ×{n}", d.as_millis()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        settings.estimate().as_secs_f64()
+    ));
+    let cells = liveness::run(server, &settings, tokio, progress)?;
+    machine.loadavg_end = db::loadavg();
+    let elapsed = started.elapsed().as_secs_f64();
+    liveness::write(out_dir, &machine, command, elapsed, &cells)?;
+    writeln!(
+        std::io::stdout().lock(),
+        "{}liveness: liveness.md, liveness.json in {elapsed:.0} s",
+        liveness::tables(&cells)
+    )?;
     Ok(())
 }
 

@@ -394,6 +394,25 @@ pub(crate) fn targets(summaries: &[Summary]) -> String {
     out
 }
 
+/// The opening paragraphs of a report: when, on what machine, which momoko, the command, the
+/// server and the load (the machine is small and shared, so the load matters).
+pub(crate) fn machine_line(machine: &Machine, command: &str) -> String {
+    format!(
+        "{} · {} · nproc {} · kernel {} · momoko {} · `{}`\n\nServer: {} ({}). Load average \
+         (1, 5, 15 min) at start / end: {} / {}.\n\n",
+        machine.date,
+        machine.cpu_model,
+        machine.nproc,
+        machine.kernel,
+        machine.git,
+        command,
+        machine.postgres,
+        machine.server,
+        machine.loadavg_start,
+        machine.loadavg_end
+    )
+}
+
 /// Writes `results.json`, `results.md` and `chart.svg` into `dir`.
 ///
 /// # Errors
