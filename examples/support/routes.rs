@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use momoko::{Cursor, Param, Pool, PoolBuilder, Result};
+use momoko::{Cursor, Pool, PoolBuilder, Query, Result};
 
 /// Rows in `unit_test_int_table` (the integers 1 to 1000).
 const INT_COUNT: i32 = 1000;
@@ -93,12 +93,11 @@ pub(crate) async fn setup(pool: &Pool) -> Result<()> {
         // Serialises concurrent start-ups on the same database.
         "SELECT pg_advisory_xact_lock(20150817)".into(),
         "CREATE TABLE IF NOT EXISTS unit_test_int_table (n integer NOT NULL)".into(),
-        (
+        Query::new(
             "INSERT INTO unit_test_int_table (n) SELECT g FROM generate_series(1, $1) AS g \
              WHERE NOT EXISTS (SELECT 1 FROM unit_test_int_table)",
-            &[&INT_COUNT as Param<'_>][..],
-        )
-            .into(),
+            &[&INT_COUNT],
+        ),
         "CREATE TABLE IF NOT EXISTS tutorial_visits (id serial PRIMARY KEY, note text NOT NULL)"
             .into(),
     ])
@@ -175,16 +174,14 @@ pub(crate) async fn server_side_cursor(pool: &Pool) -> Result<String> {
 pub(crate) async fn transaction(pool: &Pool) -> Result<String> {
     let cursors = pool
         .transaction([
-            (
+            Query::new(
                 "INSERT INTO tutorial_visits (note) VALUES ($1)",
-                &[&"first" as Param<'_>][..],
-            )
-                .into(),
-            (
+                &[&"first"],
+            ),
+            Query::new(
                 "INSERT INTO tutorial_visits (note) VALUES ($1)",
-                &[&"second" as Param<'_>][..],
-            )
-                .into(),
+                &[&"second"],
+            ),
             "SELECT count(*) FROM tutorial_visits".into(),
         ])
         .await?;

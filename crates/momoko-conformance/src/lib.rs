@@ -202,6 +202,13 @@ macro_rules! __for_each_case {
                 ten_megabyte_query,
                 mogrify_property_round_trip,
             ],
+            transaction: [
+                queryable_is_generic_over_every_target,
+                guard_commits_and_rolls_back,
+                dropped_guard_rolls_back,
+                savepoints_nest,
+                guard_options_and_aborted_commit,
+            ],
             tls: [
                 tls_require_succeeds,
                 tls_verify_full_succeeds,

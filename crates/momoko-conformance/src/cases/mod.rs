@@ -7,3 +7,4 @@ pub mod pool;
 pub mod runtime;
 pub mod state;
 pub mod tls;
+pub mod transaction;

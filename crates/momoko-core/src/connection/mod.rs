@@ -1,13 +1,19 @@
 //! A single PostgreSQL session (Momoko's `momoko.Connection`).
 
+pub(crate) mod held;
 mod open;
 mod query;
 mod statement_cache;
+mod stream;
 #[cfg(feature = "tls")]
 mod tls_tap;
+mod transaction;
 mod wire;
 
 pub use query::{Param, Query};
+pub use stream::RowStream;
+pub(crate) use transaction::run_body;
+pub use transaction::{IsolationLevel, Transaction, TransactionOptions};
 pub use wire::TransactionStatus;
 
 use std::fmt;
@@ -17,7 +23,6 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_core::future::BoxFuture;
 use futures_util::StreamExt;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Statement};
@@ -34,9 +39,9 @@ use wire::Wire;
 /// One PostgreSQL session, usable from any runtime (Momoko's `momoko.Connection`).
 ///
 /// Every query method takes `&self`: several queries issued concurrently on one connection are
-/// pipelined (sent back to back, answered in order). [`transaction`](Connection::transaction) and
-/// [`transaction_with`](Connection::transaction_with) take `&mut self`, so nothing else can run
-/// inside the transaction by accident.
+/// pipelined (sent back to back, answered in order). [`begin`](Connection::begin),
+/// [`transaction`](Connection::transaction) and [`transaction_with`](Connection::transaction_with)
+/// take `&mut self`, so nothing else can run inside the transaction by accident.
 ///
 /// Statements are prepared once per connection and cached (see
 /// [`ConnectOptions::statement_cache_capacity`]), so a repeated query costs one round trip.
@@ -383,7 +388,7 @@ impl Connection {
     ///     .transaction([
     ///         "UPDATE account SET balance = balance - 10 WHERE id = 1".into(),
     ///         "UPDATE account SET balance = balance + 10 WHERE id = 2".into(),
-    ///         ("SELECT balance FROM account WHERE id = $1", &[&2i32 as momoko_core::Param<'_>][..]).into(),
+    ///         momoko_core::Query::new("SELECT balance FROM account WHERE id = $1", &[&2i32]),
     ///     ])
     ///     .await?;
     /// assert_eq!(cursors.len(), 3);
@@ -413,35 +418,6 @@ impl Connection {
             Ok(cursors)
         })
         .await
-    }
-
-    /// Runs `body` inside a transaction: `BEGIN`, then `body`, then `COMMIT` if it returned `Ok`,
-    /// `ROLLBACK` if it returned `Err` (the error is passed on).
-    ///
-    /// If the future is dropped before it finishes, the transaction is left open on this
-    /// connection; pools discard such connections, and a standalone connection should be dropped.
-    ///
-    /// ```no_run
-    /// # async fn demo(conn: &mut momoko_core::Connection) -> momoko_core::Result<()> {
-    /// let moved: u64 = conn
-    ///     .transaction_with(|tx| Box::pin(async move {
-    ///         let n = tx.execute("UPDATE stock SET n = n - 1 WHERE n > 0", &[]).await?.rowcount().unwrap_or(0);
-    ///         tx.execute("INSERT INTO log (moved) VALUES ($1)", &[&(n as i64)]).await?;
-    ///         Ok(n)
-    ///     }))
-    ///     .await?;
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// `body`'s error, or the error of `BEGIN`/`COMMIT`.
-    pub async fn transaction_with<T, F>(&mut self, body: F) -> Result<T>
-    where
-        F: for<'c> FnOnce(&'c Connection) -> BoxFuture<'c, Result<T>>,
-    {
-        let this: &Connection = self;
-        this.in_transaction(body(this)).await
     }
 
     /// `BEGIN`, `body`, then `COMMIT` or `ROLLBACK`. `body` is not polled before `BEGIN` is done.
