@@ -209,6 +209,10 @@ macro_rules! __for_each_case {
                 savepoints_nest,
                 guard_options_and_aborted_commit,
             ],
+            stream: [
+                million_row_stream_stays_flat,
+                stream_dropped_halfway,
+            ],
             tls: [
                 tls_require_succeeds,
                 tls_verify_full_succeeds,

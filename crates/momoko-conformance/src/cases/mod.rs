@@ -6,5 +6,6 @@ pub mod hostile;
 pub mod pool;
 pub mod runtime;
 pub mod state;
+pub mod stream;
 pub mod tls;
 pub mod transaction;
