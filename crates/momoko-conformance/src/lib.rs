@@ -209,6 +209,10 @@ macro_rules! __for_each_case {
                 savepoints_nest,
                 guard_options_and_aborted_commit,
             ],
+            copy: [
+                copy_in_and_out,
+                failed_and_dropped_copy_leave_the_pool_clean,
+            ],
             stream: [
                 million_row_stream_stays_flat,
                 stream_dropped_halfway,

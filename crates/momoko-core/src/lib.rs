@@ -38,7 +38,7 @@ mod tls;
 #[cfg_attr(docsrs, doc(cfg(feature = "async-io")))]
 pub use async_io::AsyncIoStream;
 pub use config::ConnectOptions;
-pub use connection::RowStream;
+pub use connection::{BinaryCopyIn, CopyIn, CopyOut, RowStream};
 pub use connection::{
     Connection, IsolationLevel, Param, Query, Transaction, TransactionOptions, TransactionStatus,
 };

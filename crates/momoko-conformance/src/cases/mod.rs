@@ -1,6 +1,7 @@
 //! The cases, grouped by what they exercise.
 
 pub mod connection;
+pub mod copy;
 pub mod faults;
 pub mod hostile;
 pub mod pool;

@@ -1,5 +1,6 @@
 //! A single PostgreSQL session (Momoko's `momoko.Connection`).
 
+mod copy;
 pub(crate) mod held;
 mod open;
 mod query;
@@ -10,6 +11,7 @@ mod tls_tap;
 mod transaction;
 mod wire;
 
+pub use copy::{BinaryCopyIn, CopyIn, CopyOut};
 pub use query::{Param, Query};
 pub use stream::RowStream;
 pub(crate) use transaction::run_body;

@@ -12,7 +12,8 @@
 //!   `server_version`, … as the server reports them at start-up and whenever they change.
 //!
 //! It also counts the requests the server answers with exactly one ReadyForQuery (Sync, a simple
-//! Query, a FunctionCall, and the startup packet) against the ReadyForQuery messages read: when
+//! Query, a FunctionCall, and the startup packet; a Sync the server ignores in copy-in mode is
+//! taken back when its CopyInResponse arrives) against the ReadyForQuery messages read: when
 //! the two are equal, nothing is in flight and the status is the session's state now. Every
 //! decision the pool takes about a connection (hand it on, roll it back, share it) reads this
 //! state; none reads SQL text.
@@ -81,6 +82,9 @@ pub(crate) struct Wire {
     /// Whether the latest CommandComplete carried a row count (`1`), or not (`2`, as for
     /// `CREATE TABLE` or `SET`); `0` before the first.
     last_tag_counted: AtomicU8,
+    /// Whether the latest request counted was a Sync (extended protocol) rather than a simple
+    /// Query, a FunctionCall or the startup packet.
+    last_request_sync: AtomicBool,
 }
 
 /// An `AtomicBool` that starts `true` (so `Wire` can derive `Default`).
@@ -206,6 +210,18 @@ impl Wire {
         let counted = !last.is_empty() && last.iter().all(u8::is_ascii_digit);
         self.last_tag_counted
             .store(if counted { 1 } else { 2 }, Ordering::SeqCst);
+    }
+
+    /// The server entered copy-in mode (CopyInResponse). It ignores every Sync it receives in
+    /// that mode; a `COPY … FROM STDIN` sent on the extended protocol is followed by one (Bind,
+    /// Execute and Sync go together, and nothing else is sent until the copy ends: the
+    /// session's I/O task streams the copy data before any later request), so that Sync is
+    /// never answered with a ReadyForQuery and leaves the count of requests. A copy started by
+    /// a simple Query has no such Sync.
+    fn copy_in_started(&self) {
+        if self.last_request_sync.load(Ordering::SeqCst) {
+            self.requests.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 
     /// Whether the latest CommandComplete carried no row count.
@@ -422,6 +438,7 @@ impl<S> Observed<S> {
             |_, kind, _, body| {
                 match kind {
                     b'Z' => wire.ready(body.first().copied().unwrap_or(0)),
+                    b'G' => wire.copy_in_started(),
                     b'S' if !body.is_empty() => wire.parameter_status(body),
                     b'C' => wire.command_complete(body),
                     _ => {}
@@ -447,6 +464,7 @@ impl<S> Observed<S> {
                         wire.requests.fetch_add(1, Ordering::SeqCst);
                     }
                     b'S' | b'Q' | b'F' => {
+                        wire.last_request_sync.store(kind == b'S', Ordering::SeqCst);
                         wire.requests.fetch_add(1, Ordering::SeqCst);
                     }
                     _ => {}

@@ -347,6 +347,50 @@ impl Pool {
         })
         .await
     }
+
+    /// Starts a `COPY … FROM STDIN` on a pooled connection, held until the sink is finished or
+    /// dropped (see [`CopyIn`](crate::CopyIn)).
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::execute`], for starting the COPY.
+    pub async fn copy_in(&self, sql: &str) -> Result<crate::CopyIn<'static>> {
+        run::hold(&self.inner, move |conn| {
+            crate::CopyIn::start(crate::connection::held::Held::Pooled(conn), sql)
+        })
+        .await
+    }
+
+    /// Starts a `COPY … FROM STDIN (FORMAT binary)` fed with typed rows, on a pooled
+    /// connection held until it is finished or dropped (see
+    /// [`BinaryCopyIn`](crate::BinaryCopyIn)).
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::execute`], for starting the COPY.
+    pub async fn copy_in_binary(
+        &self,
+        sql: &str,
+        types: &[crate::Type],
+    ) -> Result<crate::BinaryCopyIn<'static>> {
+        run::hold(&self.inner, move |conn| {
+            crate::BinaryCopyIn::start(crate::connection::held::Held::Pooled(conn), sql, types)
+        })
+        .await
+    }
+
+    /// Starts a `COPY … TO STDOUT` on a pooled connection, held until the stream is dropped
+    /// (see [`CopyOut`](crate::CopyOut)).
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::execute`], for starting the COPY.
+    pub async fn copy_out(&self, sql: &str) -> Result<crate::CopyOut<'static>> {
+        run::hold(&self.inner, move |conn| {
+            crate::CopyOut::start(crate::connection::held::Held::Pooled(conn), sql)
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
