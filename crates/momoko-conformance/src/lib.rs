@@ -209,6 +209,10 @@ macro_rules! __for_each_case {
                 savepoints_nest,
                 guard_options_and_aborted_commit,
             ],
+            batch: [
+                batch_isolates_errors,
+                batch_atomic_is_all_or_nothing,
+            ],
             copy: [
                 copy_in_and_out,
                 failed_and_dropped_copy_leave_the_pool_clean,

@@ -1,5 +1,6 @@
 //! A single PostgreSQL session (Momoko's `momoko.Connection`).
 
+mod batch;
 mod copy;
 pub(crate) mod held;
 mod open;

@@ -391,6 +391,43 @@ impl Pool {
         })
         .await
     }
+
+    /// Runs `statements` in one round trip on one pooled connection, each on its own: one
+    /// result per statement (see [`Connection::batch`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::execute`] for taking the connection; every statement's own failure is in its
+    /// slot.
+    pub async fn batch<'q, I>(&self, statements: I) -> Result<Vec<Result<Cursor>>>
+    where
+        I: IntoIterator<Item = Query<'q>>,
+    {
+        let statements: Vec<Query<'q>> = statements.into_iter().collect();
+        let statements = &statements;
+        run::hold(&self.inner, move |conn| async move {
+            conn.run_batch(statements).await
+        })
+        .await
+    }
+
+    /// Runs `statements` as one transaction in one round trip on one pooled connection (see
+    /// [`Connection::batch_atomic`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::batch_atomic`], and as [`Pool::execute`] for taking the connection.
+    pub async fn batch_atomic<'q, I>(&self, statements: I) -> Result<Vec<Cursor>>
+    where
+        I: IntoIterator<Item = Query<'q>>,
+    {
+        let statements: Vec<Query<'q>> = statements.into_iter().collect();
+        let statements = &statements;
+        run::hold(&self.inner, move |conn| async move {
+            conn.run_batch_atomic(statements).await
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
