@@ -217,6 +217,10 @@ macro_rules! __for_each_case {
                 copy_in_and_out,
                 failed_and_dropped_copy_leave_the_pool_clean,
             ],
+            listen: [
+                listener_receives_its_channels,
+                listener_reconnects_and_reports_the_gap,
+            ],
             stream: [
                 million_row_stream_stays_flat,
                 stream_dropped_halfway,

@@ -28,6 +28,7 @@ mod connection;
 mod cursor;
 mod error;
 mod executor;
+mod listener;
 mod mogrify;
 mod pool;
 mod queryable;
@@ -45,6 +46,7 @@ pub use connection::{
 pub use cursor::{Column, ColumnIndex, Cursor};
 pub use error::{DbErrorClass, Error, ErrorKind, Result};
 pub use executor::{Executor, PlainSocket, Socket, TcpSocket};
+pub use listener::{Listener, ListenerEvent, Notification};
 pub use pool::{
     Pool, PoolBuilder, PoolConfig, PoolCounters, PoolStatus, PooledConnection, RetryPolicy,
 };

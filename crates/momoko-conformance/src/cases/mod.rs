@@ -5,6 +5,7 @@ pub mod connection;
 pub mod copy;
 pub mod faults;
 pub mod hostile;
+pub mod listen;
 pub mod pool;
 pub mod runtime;
 pub mod state;

@@ -3,6 +3,7 @@
 mod batch;
 mod copy;
 pub(crate) mod held;
+mod notifications;
 mod open;
 mod query;
 mod statement_cache;
@@ -524,6 +525,14 @@ impl Connection {
     /// report.
     pub fn parameter_status(&self, name: &str) -> Option<String> {
         self.wire.parameter(name)
+    }
+
+    /// Every notification this session reads from now on, until it ends (then the receiver
+    /// ends too). For a dedicated listening connection.
+    pub(crate) fn notifications(
+        &self,
+    ) -> futures_channel::mpsc::UnboundedReceiver<tokio_postgres::Notification> {
+        self.wire.notifications.subscribe()
     }
 
     /// Resolves once the server has answered everything sent so far (or the session ended).

@@ -85,6 +85,8 @@ pub(crate) struct Wire {
     /// Whether the latest request counted was a Sync (extended protocol) rather than a simple
     /// Query, a FunctionCall or the startup packet.
     last_request_sync: AtomicBool,
+    /// Where `NOTIFY` messages go (see `notifications.rs`).
+    pub(crate) notifications: super::notifications::Notifications,
 }
 
 /// An `AtomicBool` that starts `true` (so `Wire` can derive `Default`).

@@ -428,6 +428,27 @@ impl Pool {
         })
         .await
     }
+
+    /// A [`Listener`](crate::Listener) for LISTEN/NOTIFY, on a connection of its own opened
+    /// with this pool's settings (not taken from the pool, and not counted in it).
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::connect`], and a failing `setsession` statement.
+    pub async fn listener(&self) -> Result<crate::Listener> {
+        crate::Listener::open(self).await
+    }
+
+    /// A connection outside the pool, opened as the pool opens its own (options and
+    /// `setsession`).
+    pub(crate) async fn connect_dedicated(&self) -> Result<crate::Connection> {
+        engine::open_session(
+            &self.inner.options,
+            &self.inner.executor,
+            &self.inner.config.setsession,
+        )
+        .await
+    }
 }
 
 #[cfg(test)]
