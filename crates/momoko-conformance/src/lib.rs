@@ -225,6 +225,9 @@ macro_rules! __for_each_case {
                 million_row_stream_stays_flat,
                 stream_dropped_halfway,
             ],
+            typed: [
+                rows_into_structs,
+            ],
             tls: [
                 tls_require_succeeds,
                 tls_verify_full_succeeds,

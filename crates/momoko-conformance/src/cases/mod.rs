@@ -12,3 +12,4 @@ pub mod state;
 pub mod stream;
 pub mod tls;
 pub mod transaction;
+pub mod typed;
