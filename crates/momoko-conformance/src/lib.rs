@@ -217,6 +217,9 @@ macro_rules! __for_each_case {
                 copy_in_and_out,
                 failed_and_dropped_copy_leave_the_pool_clean,
             ],
+            deadpool: [
+                deadpool_manager_recycles_by_exact_state,
+            ],
             listen: [
                 listener_receives_its_channels,
                 listener_reconnects_and_reports_the_gap,

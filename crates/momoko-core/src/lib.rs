@@ -16,6 +16,7 @@
 //! * `async-io`: `AsyncIoStream`, sockets of async-io's reactor (smol, async-std) through tokio's
 //!   I/O traits.
 //! * `from-row`: [`FromRow`] (trait and derive) and the helpers that read rows into structs.
+//! * `deadpool`: [`deadpool::Manager`], momoko connections in a deadpool pool.
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -26,6 +27,9 @@ mod async_io;
 mod config;
 mod connection;
 mod cursor;
+#[cfg(feature = "deadpool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
+pub mod deadpool;
 mod error;
 mod executor;
 mod listener;

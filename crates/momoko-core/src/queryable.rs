@@ -160,6 +160,8 @@ mod sealed {
     impl Sealed for super::Transaction<'_> {}
     impl<Q: Sealed + ?Sized> Sealed for &Q {}
     impl Sealed for dyn super::DynQueryable + '_ {}
+    #[cfg(feature = "deadpool")]
+    impl Sealed for crate::deadpool::Object {}
 }
 
 impl Queryable for Connection {
@@ -308,6 +310,47 @@ impl Queryable for Pool {
     async fn execute_stream(&self, sql: &str, params: &[Param<'_>]) -> Result<RowStream<'_>> {
         // The stream holds a pooled connection ('static), offered here for `self`'s lifetime.
         Pool::execute_stream(self, sql, params).await
+    }
+}
+
+/// A connection of a deadpool pool of momoko connections.
+#[cfg(feature = "deadpool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
+impl Queryable for crate::deadpool::Object {
+    fn execute(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+    ) -> impl Future<Output = Result<Cursor>> + Send {
+        Connection::execute(self, sql, params)
+    }
+
+    fn callproc(
+        &self,
+        name: &str,
+        params: &[Param<'_>],
+    ) -> impl Future<Output = Result<Cursor>> + Send {
+        Connection::callproc(self, name, params)
+    }
+
+    fn mogrify(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+    ) -> impl Future<Output = Result<String>> + Send {
+        Connection::mogrify(self, sql, params)
+    }
+
+    fn batch_execute(&self, sql: &str) -> impl Future<Output = Result<()>> + Send {
+        Connection::batch_execute(self, sql)
+    }
+
+    fn execute_stream(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+    ) -> impl Future<Output = Result<RowStream<'_>>> + Send {
+        Connection::execute_stream(self, sql, params)
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod batch;
 pub mod connection;
 pub mod copy;
+pub mod deadpool;
 pub mod faults;
 pub mod hostile;
 pub mod listen;

@@ -32,6 +32,7 @@ use crate::error::ErrorKind;
 use crate::error::{Error, Result};
 use crate::executor::Executor;
 use crate::sql;
+pub(crate) use engine::open_session;
 use engine::PoolInner;
 use run::{Mogrify, Ping, Statement, Transaction};
 
@@ -442,7 +443,7 @@ impl Pool {
     /// A connection outside the pool, opened as the pool opens its own (options and
     /// `setsession`).
     pub(crate) async fn connect_dedicated(&self) -> Result<crate::Connection> {
-        engine::open_session(
+        open_session(
             &self.inner.options,
             &self.inner.executor,
             &self.inner.config.setsession,
