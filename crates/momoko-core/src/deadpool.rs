@@ -1,5 +1,5 @@
 //! momoko connections in a [deadpool](https://docs.rs/deadpool) pool: a
-//! [`deadpool::managed::Manager`](::deadpool::managed::Manager) that opens momoko
+//! [`deadpool::managed::Manager`] that opens momoko
 //! [`Connection`]s (any executor, TLS, multi-host, `target_session_attrs`) and recycles them by
 //! their exact state, as momoko's own pool does.
 //!

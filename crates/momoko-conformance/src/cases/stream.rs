@@ -24,10 +24,10 @@ async fn produced(observer: &Connection) -> i64 {
     scalar(observer, "SELECT last_value FROM produced", &[]).await
 }
 
-/// A million-row result streamed through a pool: the server never runs more than
-/// [`AHEAD_BOUND`] rows ahead of the rows the application has taken, measured every 100,000
-/// rows from the server's side (rows produced minus rows taken covers every buffer in
-/// between), and every row arrives, in order.
+/// A million-row result streamed through a pool: the server never runs more than 150,000 rows
+/// (`AHEAD_BOUND`) ahead of the rows the application has taken, measured every 100,000 rows
+/// from the server's side (rows produced minus rows taken covers every buffer in between), and
+/// every row arrives, in order.
 pub async fn million_row_stream_stays_flat(ctx: &Ctx) {
     let pool = ctx.pool_builder().size(1).connect().await.unwrap();
     let observer = ctx.connect().await;
