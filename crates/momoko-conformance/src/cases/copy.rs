@@ -38,6 +38,11 @@ pub async fn copy_in_and_out(ctx: &Ctx) {
 
     let mut conn = ctx.connect().await;
     let mut sink = conn.copy_in("COPY c (id, name) FROM STDIN").await.unwrap();
+    assert_eq!(
+        conn.transaction_status(),
+        TransactionStatus::Active,
+        "mid-COPY the session is never idle"
+    );
     let chunks = futures::stream::iter((3..=1000).map(|i| Ok(Bytes::from(format!("{i}\tn{i}\n")))));
     sink.send_all(&mut chunks.boxed()).await.unwrap();
     sink.close().await.unwrap();
@@ -135,12 +140,26 @@ pub async fn failed_and_dropped_copy_leave_the_pool_clean(ctx: &Ctx) {
     }
     assert_eq!(rows(&pool, "f").await, 0, "nothing of the dropped COPY");
 
-    // A statement that is not a COPY, or a missing table: an error, nothing started.
+    // Refused at its start (a missing table): the server answers tokio-postgres' two Syncs
+    // with two ReadyForQuery, one more than tokio-postgres expects, so the connection is
+    // closed rather than let that answer reach the next statement.
+    let closed = pool.counters().discarded;
     let e = pool
         .copy_in("COPY no_such_table FROM STDIN")
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some(&SqlState::UNDEFINED_TABLE), "{e}");
+    assert_eq!(
+        rows(&pool, "f").await,
+        0,
+        "the next statement gets its own answer"
+    );
+    assert_eq!(
+        pool.counters().discarded,
+        closed + 1,
+        "{:?}",
+        pool.counters()
+    );
 
     // A binary COPY with a value of the wrong type: that row is refused, the rest stored.
     let mut binary = pool
@@ -187,9 +206,29 @@ pub async fn failed_and_dropped_copy_leave_the_pool_clean(ctx: &Ctx) {
     let mut copy = tx.copy_in("COPY f FROM STDIN").await.unwrap();
     copy.send("7\nseven\n").await.unwrap();
     copy.finish().await.unwrap_err();
-    assert_eq!(tx.transaction_status(), TransactionStatus::InError);
+    // The error is in; the failed block's ReadyForQuery may still be on its way.
+    assert!(
+        matches!(
+            tx.transaction_status(),
+            TransactionStatus::InError | TransactionStatus::Active
+        ),
+        "{:?}",
+        tx.transaction_status()
+    );
     tx.rollback().await.unwrap();
     assert_eq!(conn.transaction_status(), TransactionStatus::Idle);
     assert_eq!(backend_pid(&conn).await, conn_pid);
     assert_eq!(rows(&pool, "f").await, 2);
+
+    // A refused COPY on a borrowed connection: the connection reports itself closed, and its
+    // next statement fails as such instead of reading the other COPY's answer.
+    let e = conn
+        .copy_in("COPY no_such_table FROM STDIN")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::UNDEFINED_TABLE), "{e}");
+    assert!(conn.is_closed());
+    assert_eq!(conn.transaction_status(), TransactionStatus::Unknown);
+    let e = conn.execute("SELECT 1", &[]).await.unwrap_err();
+    assert!(e.is_closed(), "{e:?}");
 }

@@ -49,9 +49,7 @@ impl<'c> CopyIn<'c> {
         let sink = {
             let conn: &Connection = &held;
             let (statement, _) = conn.statement(sql).await.map_err(Error::not_executed)?;
-            conn.tracked(conn.client.copy_in(&statement))
-                .await
-                .map_err(Error::from_pg)?
+            start_copy_in(conn, &statement).await?
         };
         Ok(CopyIn {
             sink: Box::pin(sink),
@@ -162,9 +160,7 @@ impl<'c> BinaryCopyIn<'c> {
         let sink = {
             let conn: &Connection = &held;
             let (statement, _) = conn.statement(sql).await.map_err(Error::not_executed)?;
-            conn.tracked(conn.client.copy_in::<_, Bytes>(&statement))
-                .await
-                .map_err(Error::from_pg)?
+            start_copy_in(conn, &statement).await?
         };
         let mut buf = BytesMut::with_capacity(BINARY_CHUNK);
         buf.extend_from_slice(BINARY_HEADER);
@@ -319,8 +315,36 @@ impl fmt::Debug for CopyOut<'_> {
     }
 }
 
+/// Starts a `COPY … FROM STDIN` with tokio-postgres.
+///
+/// tokio-postgres sends it as Bind, Execute and Sync, and sends another Sync after CopyDone or
+/// CopyFail. In copy-in mode the server ignores the first Sync; but when it refuses the COPY
+/// before copy-in mode (a missing table, no permission), it answers both Syncs, and the second
+/// ReadyForQuery would be taken by tokio-postgres for the answer to the session's next request
+/// (or end the session: "unexpected message from server"). Such a session is taken out of use
+/// at once (a pool then closes it) rather than let that answer reach the next statement.
+async fn start_copy_in(
+    conn: &Connection,
+    statement: &tokio_postgres::Statement,
+) -> Result<CopyInSink<Bytes>> {
+    match conn.tracked(conn.client.copy_in(statement)).await {
+        Ok(sink) => Ok(sink),
+        Err(e) => {
+            if e.as_db_error().is_some() {
+                conn.break_off("the server refused a COPY FROM STDIN before copy-in mode");
+            }
+            Err(Error::from_pg(e))
+        }
+    }
+}
+
 impl Connection {
     /// Starts a `COPY … FROM STDIN` and returns its sink (see [`CopyIn`]).
+    ///
+    /// A COPY the server refuses at its start (a missing table, no permission) costs the
+    /// connection: it reports itself closed afterwards (a pool replaces it). tokio-postgres
+    /// leaves such a session one answer behind, and momoko will not hand that answer to your
+    /// next statement.
     ///
     /// # Errors
     ///

@@ -77,6 +77,9 @@ pub struct Connection {
     abandoned: AtomicBool,
     /// Calls in progress (see [`Connection::tracked`]).
     calls: AtomicUsize,
+    /// The session can no longer be used safely although its socket is open (see
+    /// [`Connection::break_off`]).
+    broken: AtomicBool,
     /// Stops the I/O task (after a grace period) when the connection is dropped.
     _driver: open::DriverGuard,
 }
@@ -121,6 +124,7 @@ impl Connection {
             born: executor.now(),
             heard: AtomicU64::new(0),
             abandoned: AtomicBool::new(false),
+            broken: AtomicBool::new(false),
             calls: AtomicUsize::new(0),
             shared: Arc::new(Shared {
                 executor,
@@ -167,7 +171,7 @@ impl Connection {
         liveness: Option<Liveness>,
     ) -> Result<Cursor> {
         if self.is_closed() {
-            return Err(Error::closed("the connection is closed").not_executed());
+            return Err(self.closed_error());
         }
         if params.is_empty() && sql::has_several_statements(sql) {
             // Several statements cannot be prepared; like psycopg2 (and Momoko), run them with
@@ -504,7 +508,27 @@ impl Connection {
 
     /// Whether the session has ended (the server closed it, the network failed, or it errored).
     pub fn is_closed(&self) -> bool {
-        self.wire.ended() || self.client.is_closed()
+        self.broken.load(Ordering::SeqCst) || self.wire.ended() || self.client.is_closed()
+    }
+
+    /// Takes the session out of use for good: it reports itself closed, a pool closes it, and
+    /// every later call fails with [`ErrorKind::Closed`](crate::ErrorKind::Closed) without being
+    /// sent. For a session whose protocol state tokio-postgres has lost track of.
+    pub(crate) fn break_off(&self, why: &str) {
+        tracing::debug!(target: "momoko", reason = why, "the session can no longer be used");
+        self.broken.store(true, Ordering::SeqCst);
+    }
+
+    fn closed_error(&self) -> Error {
+        if self.broken.load(Ordering::SeqCst) {
+            Error::closed(
+                "the session can no longer be used: a COPY the server refused at its start left \
+                 the protocol one answer behind",
+            )
+            .not_executed()
+        } else {
+            Error::closed("the connection is closed").not_executed()
+        }
     }
 
     /// The session's transaction status as the server last reported it, like libpq's
@@ -515,6 +539,9 @@ impl Connection {
     /// [`Unknown`](TransactionStatus::Unknown) once the session has ended. Read from the
     /// protocol, never guessed from SQL text; costs no round trip.
     pub fn transaction_status(&self) -> TransactionStatus {
+        if self.broken.load(Ordering::SeqCst) {
+            return TransactionStatus::Unknown;
+        }
         self.wire.status()
     }
 
@@ -611,6 +638,9 @@ impl Connection {
     }
 
     pub(crate) async fn simple(&self, sql: &str) -> Result<()> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(self.closed_error());
+        }
         self.tracked(self.client.batch_execute(sql))
             .await
             .map_err(Error::from_pg)
@@ -620,6 +650,9 @@ impl Connection {
     /// (its Parse round trip proved the session alive). Concurrent callers of one new statement
     /// share one Parse.
     pub(crate) async fn statement(&self, sql: &str) -> Result<(Statement, bool)> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(self.closed_error());
+        }
         loop {
             let lookup = self.lock_cache().lookup(sql);
             match lookup {

@@ -13,7 +13,7 @@
 //!
 //! It also counts the requests the server answers with exactly one ReadyForQuery (Sync, a simple
 //! Query, a FunctionCall, and the startup packet; a Sync the server ignores in copy-in mode is
-//! taken back when its CopyInResponse arrives) against the ReadyForQuery messages read: when
+//! answered by the ReadyForQuery that ends the copy) against the ReadyForQuery messages read: when
 //! the two are equal, nothing is in flight and the status is the session's state now. Every
 //! decision the pool takes about a connection (hand it on, roll it back, share it) reads this
 //! state; none reads SQL text.
@@ -85,6 +85,9 @@ pub(crate) struct Wire {
     /// Whether the latest request counted was a Sync (extended protocol) rather than a simple
     /// Query, a FunctionCall or the startup packet.
     last_request_sync: AtomicBool,
+    /// Syncs the server ignored in copy-in mode, answered by the ReadyForQuery that ends the
+    /// copy (see [`Wire::copy_in_started`]).
+    ignored_syncs: AtomicU64,
     /// Where `NOTIFY` messages go (see `notifications.rs`).
     pub(crate) notifications: super::notifications::Notifications,
 }
@@ -181,7 +184,8 @@ impl Wire {
 
     fn ready(&self, status: u8) {
         self.status.store(status, Ordering::SeqCst);
-        self.readies.fetch_add(1, Ordering::SeqCst);
+        let answered = 1 + self.ignored_syncs.swap(0, Ordering::SeqCst);
+        self.readies.fetch_add(answered, Ordering::SeqCst);
         self.wake_waiters();
     }
 
@@ -217,12 +221,13 @@ impl Wire {
     /// The server entered copy-in mode (CopyInResponse). It ignores every Sync it receives in
     /// that mode; a `COPY … FROM STDIN` sent on the extended protocol is followed by one (Bind,
     /// Execute and Sync go together, and nothing else is sent until the copy ends: the
-    /// session's I/O task streams the copy data before any later request), so that Sync is
-    /// never answered with a ReadyForQuery and leaves the count of requests. A copy started by
-    /// a simple Query has no such Sync.
+    /// session's I/O task streams the copy data before any later request), so that Sync gets no
+    /// ReadyForQuery of its own. It stays counted, which keeps the session `Active` for the
+    /// whole copy, and the ReadyForQuery that ends the copy (after the Sync that follows
+    /// CopyDone or CopyFail) answers both. A copy started by a simple Query has no such Sync.
     fn copy_in_started(&self) {
         if self.last_request_sync.load(Ordering::SeqCst) {
-            self.requests.fetch_sub(1, Ordering::SeqCst);
+            self.ignored_syncs.fetch_add(1, Ordering::SeqCst);
         }
     }
 
