@@ -18,7 +18,7 @@ mod custom_runtime;
 use std::time::Duration;
 
 use custom_runtime::CustomExecutor;
-use momoko::{Param, Pool};
+use momoko::{Pool, Query};
 
 fn main() -> momoko::Result<()> {
     let (dsn, _cluster_guard) = match std::env::var("DATABASE_URL") {
@@ -61,11 +61,10 @@ async fn run(dsn: &str) -> momoko::Result<()> {
     let cursors = pool
         .transaction([
             "CREATE TEMP TABLE runtime (name text)".into(),
-            (
+            Query::new(
                 "INSERT INTO runtime VALUES ($1)",
-                &[&"futures ThreadPool + async-io" as Param<'_>][..],
-            )
-                .into(),
+                &[&"futures ThreadPool + async-io"],
+            ),
             "SELECT name FROM runtime".into(),
         ])
         .await?;

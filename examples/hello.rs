@@ -9,6 +9,8 @@
 
 use std::time::Duration;
 
+use momoko::Queryable;
+
 #[tokio::main]
 async fn main() -> momoko::Result<()> {
     let (dsn, _cluster_guard) = match std::env::var("DATABASE_URL") {
@@ -24,16 +26,17 @@ async fn main() -> momoko::Result<()> {
     };
 
     let pool = momoko::tokio::pool(&dsn)
-        .size(1)
-        .max_size(3)
+        .max_size(5)
         .acquire_timeout(Duration::from_secs(5))
         .connect()
         .await?;
 
-    let mut cursor = pool.execute("SELECT 1", &[]).await?;
-    let one: i32 = cursor.fetchone().map(|row| row.get(0)).unwrap_or_default();
-    println!("Results: {one}");
+    // Placeholders are `$1, $2, …`; values go in as `&[&value, …]`.
+    let n: i64 = pool.fetch_scalar("SELECT $1::int8", &[&150i64]).await?;
+    assert_eq!(n, 150);
+    println!("Results: {n}");
 
+    // Three queries at once, on up to three connections.
     let (q1, q2, q3) = futures::try_join!(
         pool.execute("SELECT 1", &[]),
         pool.execute("SELECT 2", &[]),
@@ -43,18 +46,16 @@ async fn main() -> momoko::Result<()> {
         println!("{name}: {:?}", cursor.scalar::<i32>()?);
     }
 
-    let cursors = pool
-        .transaction([
-            "CREATE TEMP TABLE greeting (word text)".into(),
-            (
-                "INSERT INTO greeting VALUES ($1)",
-                &[&"hello" as momoko::Param<'_>][..],
-            )
-                .into(),
-            "SELECT word FROM greeting".into(),
-        ])
+    // A transaction: committed, or rolled back if anything returns early.
+    let tx = pool.begin().await?;
+    tx.execute("CREATE TEMP TABLE greeting (word text, n int)", &[])
         .await?;
-    println!("transaction: {}", cursors[2].scalar::<&str>()?);
+    tx.execute("INSERT INTO greeting VALUES ($1, $2)", &[&"hello", &42i32])
+        .await?;
+    let word: String = tx.fetch_scalar("SELECT word FROM greeting", &[]).await?;
+    tx.commit().await?;
+    println!("transaction: {word}");
+
     println!("pool: {:?}", pool.status());
     pool.close().await;
     Ok(())

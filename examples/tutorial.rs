@@ -10,6 +10,8 @@
 //! curl http://127.0.0.1:8888/cursor        # Read 1000 rows in 100 chunks of 10; sum 500500
 //! curl http://127.0.0.1:8888/transaction   # Transaction: inserted 2 rows; tutorial_visits has 2 rows
 //! curl http://127.0.0.1:8888/status        # free 1, busy 0, pending 0, dead 0, waiting 0, total 1 (size 1, max_size 4)
+//! curl http://127.0.0.1:8888/notify        # Notified on tutorial_channel: hello from /notify
+//! curl http://127.0.0.1:8888/copy          # Copied 1000 rows in; COPY out read sum 500500
 //! ```
 //!
 //! HTTP server: axum, the tokio project's web framework (maintained, built on hyper).
@@ -72,6 +74,14 @@ async fn run() -> Result<(), Box<dyn Error>> {
         .route(
             "/status",
             get(|State(pool): State<Pool>| async move { page(routes::status(&pool).await) }),
+        )
+        .route(
+            "/notify",
+            get(|State(pool): State<Pool>| async move { page(routes::notify(&pool).await) }),
+        )
+        .route(
+            "/copy",
+            get(|State(pool): State<Pool>| async move { page(routes::copy(&pool).await) }),
         )
         .with_state(pool.clone());
 

@@ -76,6 +76,22 @@ fn exercise(app: &str) {
         db.psql("SELECT count(*) FROM tutorial_visits").unwrap(),
         "4\n"
     );
+    for _ in 0..2 {
+        assert_eq!(
+            server.get("/notify"),
+            (
+                200,
+                "Notified on tutorial_channel: hello from /notify".to_owned()
+            )
+        );
+        assert_eq!(
+            server.get("/copy"),
+            (
+                200,
+                "Copied 1000 rows in; COPY out read sum 500500".to_owned()
+            )
+        );
+    }
 
     // The pool may have stretched for `/parallel`; every connection comes back idle.
     let total = server.settled_total();

@@ -120,6 +120,8 @@ async fn respond(pool: &Pool, request: &Request<Incoming>) -> Response<Full<Byte
         "/cursor" => routes::server_side_cursor(pool).await,
         "/transaction" => routes::transaction(pool).await,
         "/status" => routes::status(pool).await,
+        "/notify" => routes::notify(pool).await,
+        "/copy" => routes::copy(pool).await,
         _ => return page(StatusCode::NOT_FOUND, "Not Found".into()),
     };
     match result {

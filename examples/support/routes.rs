@@ -10,13 +10,16 @@
 //! | `/cursor` | Manual connection management: a server-side cursor | `Read 1000 rows in 100 chunks of 10; sum 500500` |
 //! | `/transaction` | `pool.transaction([...])` | `Transaction: inserted 2 rows; tutorial_visits has 2 rows` (2 more per call) |
 //! | `/status` | the pool's connection container | `free 1, busy 0, pending 0, dead 0, waiting 0, total 1 (size 1, max_size 4)` |
+//! | `/notify` | LISTEN/NOTIFY (psycopg2's `connection.notifies`) | `Notified on tutorial_channel: hello from /notify` |
+//! | `/copy` | COPY in and out (psycopg2's `copy_expert`) | `Copied 1000 rows in; COPY out read sum 500500` |
 //!
 //! `/parallel` prints each `fetchall()` the way Python's `%r` does: a list of one-element
 //! tuples, `[(1,)]`, which is exactly Rust's `Debug` of a `Vec<(i32,)>`.
 
 use std::time::Duration;
 
-use momoko::{Cursor, Param, Pool, PoolBuilder, Result};
+use futures::TryStreamExt;
+use momoko::{Cursor, ListenerEvent, Pool, PoolBuilder, Query, Result, Type};
 
 /// Rows in `unit_test_int_table` (the integers 1 to 1000).
 const INT_COUNT: i32 = 1000;
@@ -93,12 +96,11 @@ pub(crate) async fn setup(pool: &Pool) -> Result<()> {
         // Serialises concurrent start-ups on the same database.
         "SELECT pg_advisory_xact_lock(20150817)".into(),
         "CREATE TABLE IF NOT EXISTS unit_test_int_table (n integer NOT NULL)".into(),
-        (
+        Query::new(
             "INSERT INTO unit_test_int_table (n) SELECT g FROM generate_series(1, $1) AS g \
              WHERE NOT EXISTS (SELECT 1 FROM unit_test_int_table)",
-            &[&INT_COUNT as Param<'_>][..],
-        )
-            .into(),
+            &[&INT_COUNT],
+        ),
         "CREATE TABLE IF NOT EXISTS tutorial_visits (id serial PRIMARY KEY, note text NOT NULL)"
             .into(),
     ])
@@ -175,16 +177,14 @@ pub(crate) async fn server_side_cursor(pool: &Pool) -> Result<String> {
 pub(crate) async fn transaction(pool: &Pool) -> Result<String> {
     let cursors = pool
         .transaction([
-            (
+            Query::new(
                 "INSERT INTO tutorial_visits (note) VALUES ($1)",
-                &[&"first" as Param<'_>][..],
-            )
-                .into(),
-            (
+                &[&"first"],
+            ),
+            Query::new(
                 "INSERT INTO tutorial_visits (note) VALUES ($1)",
-                &[&"second" as Param<'_>][..],
-            )
-                .into(),
+                &[&"second"],
+            ),
             "SELECT count(*) FROM tutorial_visits".into(),
         ])
         .await?;
@@ -202,5 +202,58 @@ pub(crate) async fn status(pool: &Pool) -> Result<String> {
     Ok(format!(
         "free {}, busy {}, pending {}, dead {}, waiting {}, total {} (size {}, max_size {})",
         s.free, s.busy, s.pending, s.dead, s.waiting, s.total, s.size, s.max_size
+    ))
+}
+
+/// The channel `/notify` listens on.
+const CHANNEL: &str = "tutorial_channel";
+
+/// `/notify`: a LISTEN/NOTIFY round trip. A listener (a dedicated connection with the pool's
+/// settings, not one of the pool's) listens on a channel, a notification is sent through the
+/// pool, and the listener receives it.
+pub(crate) async fn notify(pool: &Pool) -> Result<String> {
+    let mut listener = pool.listener().await?;
+    listener.listen(CHANNEL).await?;
+    pool.execute(
+        "SELECT pg_notify($1, $2)",
+        &[&CHANNEL, &"hello from /notify"],
+    )
+    .await?;
+    loop {
+        // A reconnect in between (not expected here) would be reported first: wait on.
+        if let ListenerEvent::Notification(n) = listener.recv().await? {
+            return Ok(format!("Notified on {}: {}", n.channel(), n.payload()));
+        }
+    }
+}
+
+/// `/copy`: 1000 rows in with a binary COPY, then their sum out with `COPY … TO STDOUT`, in
+/// one transaction whose temporary table goes away at the commit.
+pub(crate) async fn copy(pool: &Pool) -> Result<String> {
+    let tx = pool.begin().await?;
+    tx.batch_execute("CREATE TEMP TABLE tutorial_copy (n int4 NOT NULL) ON COMMIT DROP")
+        .await?;
+    let mut rows_in = tx
+        .copy_in_binary(
+            "COPY tutorial_copy (n) FROM STDIN (FORMAT binary)",
+            &[Type::INT4],
+        )
+        .await?;
+    for n in 1..=INT_COUNT {
+        rows_in.write(&[&n]).await?;
+    }
+    let copied = rows_in.finish().await?;
+    let mut out = Vec::new();
+    let mut chunks = tx
+        .copy_out("COPY (SELECT sum(n) FROM tutorial_copy) TO STDOUT")
+        .await?;
+    while let Some(chunk) = chunks.try_next().await? {
+        out.extend_from_slice(&chunk);
+    }
+    drop(chunks);
+    tx.commit().await?;
+    Ok(format!(
+        "Copied {copied} rows in; COPY out read sum {}",
+        String::from_utf8_lossy(&out).trim_end()
     ))
 }

@@ -264,6 +264,35 @@ macro_rules! __for_each_case {
                 ten_megabyte_query,
                 mogrify_property_round_trip,
             ],
+            transaction: [
+                queryable_is_generic_over_every_target,
+                guard_commits_and_rolls_back,
+                dropped_guard_rolls_back,
+                savepoints_nest,
+                guard_options_and_aborted_commit,
+            ],
+            batch: [
+                batch_isolates_errors,
+                batch_atomic_is_all_or_nothing,
+            ],
+            copy: [
+                copy_in_and_out,
+                failed_and_dropped_copy_leave_the_pool_clean,
+            ],
+            deadpool: [
+                deadpool_manager_recycles_by_exact_state,
+            ],
+            listen: [
+                listener_receives_its_channels,
+                listener_reconnects_and_reports_the_gap,
+            ],
+            stream: [
+                million_row_stream_stays_flat,
+                stream_dropped_halfway,
+            ],
+            typed: [
+                rows_into_structs,
+            ],
             tls: [
                 tls_require_succeeds,
                 tls_verify_full_succeeds,

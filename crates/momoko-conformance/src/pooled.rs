@@ -12,6 +12,22 @@ pub const NOT_APPLICABLE_THROUGH_A_POOLER: &[(&str, &str)] = &[
     ("fleet::", OWN_SERVERS),
     ("tls::", OWN_SERVERS),
     ("pooler::", OWN_SERVERS),
+    ("batch::", PREPARED),
+    ("copy::", PREPARED),
+    ("stream::", PREPARED),
+    (
+        "listen::",
+        "a listener needs a session of its own; with transaction_pooler on, Pool::listener is \
+         refused with ErrorKind::Usage",
+    ),
+    (
+        "transaction::queryable_is_generic_over_every_target",
+        PREPARED,
+    ),
+    (
+        "deadpool::deadpool_manager_recycles_by_exact_state",
+        SERVER_SESSION,
+    ),
     ("faults::restart_fast_while_idle_heals", OWN_SERVERS),
     ("faults::restart_immediate_while_idle_heals", OWN_SERVERS),
     ("faults::restart_under_load", OWN_SERVERS),
@@ -87,6 +103,9 @@ pub const NOT_APPLICABLE_THROUGH_A_POOLER: &[(&str, &str)] = &[
     ),
 ];
 
+const PREPARED: &str = "batches, row streams and COPY need prepared statements, which a \
+     transaction-mode pooler does not keep; with transaction_pooler on they are refused with \
+     ErrorKind::Usage";
 const OWN_SERVERS: &str = "it starts its own servers (a replicated pair, a TLS cluster, a private \
      cluster to restart), its own fault proxy or its own pgbouncer, so it runs directly either \
      way (the pooler cases already run through pgbouncer)";

@@ -181,6 +181,56 @@ impl Cursor {
         self.get(0, 0usize)
     }
 
+    /// Every row not fetched yet, each read into a `T` by column name (see
+    /// [`FromRow`](crate::FromRow)); moves the read position to the end, like
+    /// [`fetchall`](Cursor::fetchall).
+    ///
+    /// ```no_run
+    /// # async fn demo(pool: &momoko_core::Pool) -> momoko_core::Result<()> {
+    /// use momoko_core::postgres_from_row; // the derive refers to it by this name
+    ///
+    /// #[derive(momoko_core::FromRow)]
+    /// struct Item { id: i32, name: String }
+    ///
+    /// let mut cursor = pool.execute("SELECT id, name FROM item", &[]).await?;
+    /// let items: Vec<Item> = cursor.fetch_as()?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Conversion`] when a row lacks a column of `T` or a value does not fit; the
+    /// read position is then unchanged.
+    #[cfg(feature = "from-row")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "from-row")))]
+    pub fn fetch_as<T: crate::FromRow>(&mut self) -> Result<Vec<T>> {
+        let start = self.position.min(self.rows.len());
+        let typed = self.rows[start..]
+            .iter()
+            .map(|row| T::try_from_row(row).map_err(Error::from_pg))
+            .collect::<Result<Vec<T>>>()?;
+        self.position = self.rows.len();
+        Ok(typed)
+    }
+
+    /// The next row read into a `T` (see [`fetch_as`](Cursor::fetch_as)), or `None` when every
+    /// row has been read.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Conversion`] when the row does not fit `T`; the read position is then
+    /// unchanged.
+    #[cfg(feature = "from-row")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "from-row")))]
+    pub fn fetchone_as<T: crate::FromRow>(&mut self) -> Result<Option<T>> {
+        let Some(row) = self.rows.get(self.position) else {
+            return Ok(None);
+        };
+        let typed = T::try_from_row(row).map_err(Error::from_pg)?;
+        self.position += 1;
+        Ok(Some(typed))
+    }
+
     /// Every row of the result, whatever has been fetched.
     pub fn rows(&self) -> &[Row] {
         &self.rows

@@ -27,6 +27,8 @@ struct Inner {
     not_executed: bool,
     /// For [`ErrorKind::PartiallyConnected`]: how many initial connections failed.
     failed_connections: Option<usize>,
+    /// For a failure inside a batch: the failing statement's position (from 0).
+    batch_statement: Option<usize>,
 }
 
 /// What kind of failure an [`Error`] is.
@@ -151,6 +153,7 @@ impl Error {
             source: None,
             not_executed: false,
             failed_connections: None,
+            batch_statement: None,
         }))
     }
 
@@ -311,6 +314,19 @@ impl Error {
     /// kind.
     pub fn failed_connections(&self) -> Option<usize> {
         self.0.failed_connections
+    }
+
+    /// For a failure inside a batch ([`Connection::batch_atomic`](crate::Connection::batch_atomic)),
+    /// the position of the statement that failed, counted from 0. `None` otherwise.
+    pub fn batch_statement(&self) -> Option<usize> {
+        self.0.batch_statement
+    }
+
+    /// Marks the error as statement `index` of a batch of `len`, saying so in its message.
+    pub(crate) fn in_batch(mut self, index: usize, len: usize) -> Error {
+        self.0.message = format!("statement {} of {len}: {}", index + 1, self.0.message);
+        self.0.batch_statement = Some(index);
+        self
     }
 
     /// What kind of failure this is.

@@ -15,6 +15,8 @@
 //!   configuration error.
 //! * `async-io`: `AsyncIoStream`, sockets of async-io's reactor (smol, async-std) through tokio's
 //!   I/O traits.
+//! * `from-row`: [`FromRow`] (trait and derive) and the helpers that read rows into structs.
+//! * `deadpool`: [`deadpool::Manager`], momoko connections in a deadpool pool.
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -26,10 +28,15 @@ mod cluster;
 mod config;
 mod connection;
 mod cursor;
+#[cfg(feature = "deadpool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
+pub mod deadpool;
 mod error;
 mod executor;
+mod listener;
 mod mogrify;
 mod pool;
+mod queryable;
 mod sql;
 mod tls;
 
@@ -38,14 +45,26 @@ mod tls;
 pub use async_io::AsyncIoStream;
 pub use cluster::{Cluster, ClusterBuilder};
 pub use config::{ConnectOptions, LoadBalanceHosts, TargetSessionAttrs};
-pub use connection::{Connection, Param, Query, TransactionStatus};
+pub use connection::{BinaryCopyIn, CopyIn, CopyOut, RowStream};
+pub use connection::{
+    Connection, IsolationLevel, Param, Query, Transaction, TransactionOptions, TransactionStatus,
+};
 pub use cursor::{Column, ColumnIndex, Cursor};
 pub use error::{DbErrorClass, Error, ErrorKind, Result};
 pub use executor::{Executor, PlainSocket, Socket, TcpSocket};
+pub use listener::{Listener, ListenerEvent, Notification};
 pub use pool::{
     Pool, PoolBuilder, PoolConfig, PoolCounters, PoolStatus, PooledConnection, RetryPolicy,
 };
+pub use queryable::{DynQueryable, Queryable};
 pub use tls::SslMode;
+
+/// Reading rows into structs: `#[derive(FromRow)]` maps columns to fields by name (from the
+/// postgres-from-row crate; the derived code refers to that crate as `postgres_from_row`, so
+/// bring it into scope with `use momoko_core::postgres_from_row;` or depend on it directly).
+#[cfg(feature = "from-row")]
+#[cfg_attr(docsrs, doc(cfg(feature = "from-row")))]
+pub use postgres_from_row::{self, FromRow};
 
 pub use futures_core::future::BoxFuture;
 pub use tokio_postgres::error::{DbError, SqlState};

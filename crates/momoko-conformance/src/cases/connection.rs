@@ -1258,15 +1258,13 @@ pub async fn transaction_with_closure(ctx: &Ctx) {
         .expect("create table");
 
     let n: u64 = conn
-        .transaction_with(|tx| {
-            Box::pin(async move {
-                tx.execute("INSERT INTO items VALUES ($1)", &[&1i32])
-                    .await?;
-                let c = tx
-                    .execute("INSERT INTO items SELECT generate_series(2, 5)", &[])
-                    .await?;
-                Ok::<u64, Error>(c.rowcount().unwrap_or_default())
-            })
+        .transaction_with(async |tx| {
+            tx.execute("INSERT INTO items VALUES ($1)", &[&1i32])
+                .await?;
+            let c = tx
+                .execute("INSERT INTO items SELECT generate_series(2, 5)", &[])
+                .await?;
+            Ok::<u64, Error>(c.rowcount().unwrap_or_default())
         })
         .await
         .expect("the body succeeds");
@@ -1280,18 +1278,17 @@ pub async fn transaction_with_closure(ctx: &Ctx) {
     let seen: Arc<Mutex<Option<String>>> = Arc::default();
     let slot = Arc::clone(&seen);
     let err = conn
-        .transaction_with(|tx| {
-            Box::pin(async move {
-                tx.execute("INSERT INTO items VALUES ($1)", &[&100i32]).await?;
-                let e = tx
-                    .batch_execute(
-                        "DO $$ BEGIN RAISE EXCEPTION 'boom %', 7261 USING ERRCODE = 'MK001'; END $$",
-                    )
-                    .await
-                    .expect_err("the DO block raises");
-                *slot.lock().expect("lock") = Some(e.to_string());
-                Err::<u64, Error>(e)
-            })
+        .transaction_with(async move |tx| {
+            tx.execute("INSERT INTO items VALUES ($1)", &[&100i32])
+                .await?;
+            let e = tx
+                .batch_execute(
+                    "DO $$ BEGIN RAISE EXCEPTION 'boom %', 7261 USING ERRCODE = 'MK001'; END $$",
+                )
+                .await
+                .expect_err("the DO block raises");
+            *slot.lock().expect("lock") = Some(e.to_string());
+            Err::<u64, Error>(e)
         })
         .await
         .expect_err("the body fails");

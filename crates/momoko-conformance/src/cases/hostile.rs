@@ -373,11 +373,9 @@ pub async fn wrong_parameters_everywhere(ctx: &Ctx) {
         "a transaction with a missing parameter",
     );
     expect_parameter(
-        pool.transaction_with(|c| {
-            Box::pin(async move {
-                c.execute("INSERT INTO wp VALUES ($1)", &[&3i32]).await?;
-                c.execute("INSERT INTO wp VALUES ($1)", &[&4i64]).await
-            })
+        pool.transaction_with(async |c| {
+            c.execute("INSERT INTO wp VALUES ($1)", &[&3i32]).await?;
+            c.execute("INSERT INTO wp VALUES ($1)", &[&4i64]).await
         })
         .await,
         "transaction_with with a wrong type",
@@ -536,11 +534,9 @@ pub async fn sql_errors_in_every_method(ctx: &Ctx) {
 
     // transaction_with: the body's server error, rolled back.
     let e = expect_db(
-        pool.transaction_with(|c| {
-            Box::pin(async move {
-                c.execute("INSERT INTO se VALUES (10)", &[]).await?;
-                c.execute("SELECT * FROM no_such_table", &[]).await
-            })
+        pool.transaction_with(async |c| {
+            c.execute("INSERT INTO se VALUES (10)", &[]).await?;
+            c.execute("SELECT * FROM no_such_table", &[]).await
         })
         .await,
         "transaction_with with a failing statement",
@@ -601,13 +597,11 @@ pub async fn swallowed_error_is_not_a_commit(ctx: &Ctx) {
         .await
         .expect("create table");
     let r = pool
-        .transaction_with(|c| {
-            Box::pin(async move {
-                c.execute("INSERT INTO sw VALUES (1)", &[]).await?;
-                // The caller ignores this failure: the transaction is aborted now.
-                let _ = c.execute("SELECT * FROM no_such_table", &[]).await;
-                Ok(())
-            })
+        .transaction_with(async |c| {
+            c.execute("INSERT INTO sw VALUES (1)", &[]).await?;
+            // The caller ignores this failure: the transaction is aborted now.
+            let _ = c.execute("SELECT * FROM no_such_table", &[]).await;
+            Ok(())
         })
         .await;
     let stored = count(&pool, "SELECT count(*) FROM sw").await;

@@ -402,13 +402,11 @@ pub async fn query_methods_on_the_pool(ctx: &Ctx) {
         .unwrap_err();
     assert_eq!(e.code(), Some(&momoko_core::SqlState::UNIQUE_VIOLATION));
     let n = pool
-        .transaction_with(|c| {
-            Box::pin(async move {
-                c.execute("INSERT INTO pm VALUES (10)", &[]).await?;
-                c.execute("SELECT count(*) FROM pm", &[])
-                    .await?
-                    .scalar::<i64>()
-            })
+        .transaction_with(async |c| {
+            c.execute("INSERT INTO pm VALUES (10)", &[]).await?;
+            c.execute("SELECT count(*) FROM pm", &[])
+                .await?
+                .scalar::<i64>()
         })
         .await
         .unwrap();
@@ -683,16 +681,14 @@ pub async fn pipelining_never_joins_a_transaction(ctx: &Ctx) {
     let (inserted_tx, inserted_rx) = futures::channel::oneshot::channel::<()>();
     let (release_tx, release_rx) = futures::channel::oneshot::channel::<()>();
     let signals = std::sync::Mutex::new(Some((inserted_tx, release_rx)));
-    let transaction = pool.transaction_with(|c| {
+    let transaction = pool.transaction_with(async |c| {
         let taken = signals.lock().unwrap().take();
-        Box::pin(async move {
-            c.execute("INSERT INTO pj VALUES (1)", &[]).await?;
-            if let Some((inserted, release)) = taken {
-                let _ = inserted.send(());
-                let _ = release.await;
-            }
-            Ok(())
-        })
+        c.execute("INSERT INTO pj VALUES (1)", &[]).await?;
+        if let Some((inserted, release)) = taken {
+            let _ = inserted.send(());
+            let _ = release.await;
+        }
+        Ok(())
     });
     let observer = async {
         inserted_rx.await.unwrap();

@@ -213,8 +213,10 @@ impl ConnectOptions {
     /// types come from the Rust values (a value of a type that cannot be told is a clear
     /// [`ErrorKind::Parameter`](crate::ErrorKind::Parameter) error); `mogrify` never prepares;
     /// and a pool refuses `setsession` (settings would stay on one server session only).
-    /// Server-side cursors, `LISTEN`, session advisory locks and `SET` (outside a transaction)
-    /// do not survive a transaction's end there; use them only inside one transaction.
+    /// Row streams, COPY and batches (which need prepared statements) and listeners (which
+    /// need a session) are refused with [`ErrorKind::Usage`](crate::ErrorKind::Usage).
+    /// Server-side cursors, session advisory locks and `SET` (outside a transaction) do not
+    /// survive a transaction's end there; use them only inside one transaction.
     /// A cursor's `description()` then comes from its rows (empty without rows). Defaults to
     /// false.
     pub fn transaction_pooler(mut self, on: bool) -> ConnectOptions {

@@ -1,15 +1,25 @@
 //! A single PostgreSQL session (Momoko's `momoko.Connection`).
 
+mod batch;
+mod copy;
+pub(crate) mod held;
+mod notifications;
 mod open;
 mod query;
 mod select;
 mod statement_cache;
+mod stream;
 #[cfg(feature = "tls")]
 mod tls_tap;
+mod transaction;
 mod unnamed;
 mod wire;
 
+pub use copy::{BinaryCopyIn, CopyIn, CopyOut};
 pub use query::{Param, Query};
+pub use stream::RowStream;
+pub(crate) use transaction::run_body;
+pub use transaction::{IsolationLevel, Transaction, TransactionOptions};
 pub use wire::TransactionStatus;
 
 use std::fmt;
@@ -19,7 +29,6 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_core::future::BoxFuture;
 use futures_util::StreamExt;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Statement};
@@ -36,9 +45,9 @@ use wire::Wire;
 /// One PostgreSQL session, usable from any runtime (Momoko's `momoko.Connection`).
 ///
 /// Every query method takes `&self`: several queries issued concurrently on one connection are
-/// pipelined (sent back to back, answered in order). [`transaction`](Connection::transaction) and
-/// [`transaction_with`](Connection::transaction_with) take `&mut self`, so nothing else can run
-/// inside the transaction by accident.
+/// pipelined (sent back to back, answered in order). [`begin`](Connection::begin),
+/// [`transaction`](Connection::transaction) and [`transaction_with`](Connection::transaction_with)
+/// take `&mut self`, so nothing else can run inside the transaction by accident.
 ///
 /// Statements are prepared once per connection and cached (see
 /// [`ConnectOptions::statement_cache_capacity`]), so a repeated query costs one round trip.
@@ -70,6 +79,9 @@ pub struct Connection {
     abandoned: AtomicBool,
     /// Calls in progress (see [`Connection::tracked`]).
     calls: AtomicUsize,
+    /// The session can no longer be used safely although its socket is open (see
+    /// [`Connection::break_off`]).
+    broken: AtomicBool,
     /// Stops the I/O task (after a grace period) when the connection is dropped.
     _driver: open::DriverGuard,
 }
@@ -114,6 +126,7 @@ impl Connection {
             born: executor.now(),
             heard: AtomicU64::new(0),
             abandoned: AtomicBool::new(false),
+            broken: AtomicBool::new(false),
             calls: AtomicUsize::new(0),
             shared: Arc::new(Shared {
                 executor,
@@ -160,7 +173,7 @@ impl Connection {
         liveness: Option<Liveness>,
     ) -> Result<Cursor> {
         if self.is_closed() {
-            return Err(Error::closed("the connection is closed").not_executed());
+            return Err(self.closed_error());
         }
         if params.is_empty() && sql::has_several_statements(sql) {
             // Several statements cannot be prepared; like psycopg2 (and Momoko), run them with
@@ -447,7 +460,7 @@ impl Connection {
     ///     .transaction([
     ///         "UPDATE account SET balance = balance - 10 WHERE id = 1".into(),
     ///         "UPDATE account SET balance = balance + 10 WHERE id = 2".into(),
-    ///         ("SELECT balance FROM account WHERE id = $1", &[&2i32 as momoko_core::Param<'_>][..]).into(),
+    ///         momoko_core::Query::new("SELECT balance FROM account WHERE id = $1", &[&2i32]),
     ///     ])
     ///     .await?;
     /// assert_eq!(cursors.len(), 3);
@@ -477,35 +490,6 @@ impl Connection {
             Ok(cursors)
         })
         .await
-    }
-
-    /// Runs `body` inside a transaction: `BEGIN`, then `body`, then `COMMIT` if it returned `Ok`,
-    /// `ROLLBACK` if it returned `Err` (the error is passed on).
-    ///
-    /// If the future is dropped before it finishes, the transaction is left open on this
-    /// connection; pools discard such connections, and a standalone connection should be dropped.
-    ///
-    /// ```no_run
-    /// # async fn demo(conn: &mut momoko_core::Connection) -> momoko_core::Result<()> {
-    /// let moved: u64 = conn
-    ///     .transaction_with(|tx| Box::pin(async move {
-    ///         let n = tx.execute("UPDATE stock SET n = n - 1 WHERE n > 0", &[]).await?.rowcount().unwrap_or(0);
-    ///         tx.execute("INSERT INTO log (moved) VALUES ($1)", &[&(n as i64)]).await?;
-    ///         Ok(n)
-    ///     }))
-    ///     .await?;
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// `body`'s error, or the error of `BEGIN`/`COMMIT`.
-    pub async fn transaction_with<T, F>(&mut self, body: F) -> Result<T>
-    where
-        F: for<'c> FnOnce(&'c Connection) -> BoxFuture<'c, Result<T>>,
-    {
-        let this: &Connection = self;
-        this.in_transaction(body(this)).await
     }
 
     /// `BEGIN`, `body`, then `COMMIT` or `ROLLBACK`. `body` is not polled before `BEGIN` is done.
@@ -588,7 +572,27 @@ impl Connection {
 
     /// Whether the session has ended (the server closed it, the network failed, or it errored).
     pub fn is_closed(&self) -> bool {
-        self.wire.ended() || self.client.is_closed()
+        self.broken.load(Ordering::SeqCst) || self.wire.ended() || self.client.is_closed()
+    }
+
+    /// Takes the session out of use for good: it reports itself closed, a pool closes it, and
+    /// every later call fails with [`ErrorKind::Closed`](crate::ErrorKind::Closed) without being
+    /// sent. For a session whose protocol state tokio-postgres has lost track of.
+    pub(crate) fn break_off(&self, why: &str) {
+        tracing::debug!(target: "momoko", reason = why, "the session can no longer be used");
+        self.broken.store(true, Ordering::SeqCst);
+    }
+
+    fn closed_error(&self) -> Error {
+        if self.broken.load(Ordering::SeqCst) {
+            Error::closed(
+                "the session can no longer be used: a COPY the server refused at its start left \
+                 the protocol one answer behind",
+            )
+            .not_executed()
+        } else {
+            Error::closed("the connection is closed").not_executed()
+        }
     }
 
     /// The session's transaction status as the server last reported it, like libpq's
@@ -599,6 +603,9 @@ impl Connection {
     /// [`Unknown`](TransactionStatus::Unknown) once the session has ended. Read from the
     /// protocol, never guessed from SQL text; costs no round trip.
     pub fn transaction_status(&self) -> TransactionStatus {
+        if self.broken.load(Ordering::SeqCst) {
+            return TransactionStatus::Unknown;
+        }
         self.wire.status()
     }
 
@@ -615,6 +622,14 @@ impl Connection {
     /// report it).
     pub(crate) fn server_role(&self) -> Option<crate::config::ServerRole> {
         self.wire.role()
+    }
+
+    /// Every notification this session reads from now on, until it ends (then the receiver
+    /// ends too). For a dedicated listening connection.
+    pub(crate) fn notifications(
+        &self,
+    ) -> futures_channel::mpsc::UnboundedReceiver<tokio_postgres::Notification> {
+        self.wire.notifications.subscribe()
     }
 
     /// Resolves once the server has answered everything sent so far (or the session ended).
@@ -693,6 +708,9 @@ impl Connection {
     }
 
     pub(crate) async fn simple(&self, sql: &str) -> Result<()> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(self.closed_error());
+        }
         self.tracked(self.client.batch_execute(sql))
             .await
             .map_err(Error::from_pg)
@@ -702,6 +720,17 @@ impl Connection {
     /// (its Parse round trip proved the session alive). Concurrent callers of one new statement
     /// share one Parse.
     pub(crate) async fn statement(&self, sql: &str) -> Result<(Statement, bool)> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(self.closed_error());
+        }
+        if self.shared.options.transaction_pooler {
+            return Err(Error::usage(
+                "this needs a prepared statement (row streams, COPY, batches), which a \
+                 transaction-mode pooler does not keep: it is not available with \
+                 transaction_pooler on",
+            )
+            .not_executed());
+        }
         loop {
             let lookup = self.lock_cache().lookup(sql);
             match lookup {

@@ -291,16 +291,21 @@ where
     // The session's state is read off its byte stream (see `wire`).
     let wire = Wire::new();
     let stream = Observed::raw(RawStream(socket), Arc::clone(&wire));
-    let (client, connection) = pg.connect_raw(stream, tls.observed(&wire)).await?;
+    let (client, mut connection) = pg.connect_raw(stream, tls.observed(&wire)).await?;
     let (stop, stopped) = futures_channel::oneshot::channel::<()>();
     let timer = Arc::clone(executor);
+    let messages = Arc::clone(&wire);
     executor.spawn(Box::pin(async move {
         // The guard is dropped with the client: allow a grace period, then drop the task.
         let retired = async move {
             let _ = stopped.await;
             timer.sleep(DRIVER_GRACE).await;
         };
-        match futures_util::future::select(connection, Box::pin(retired)).await {
+        // The session's I/O, handing each notification to its listener, if any.
+        let driven = std::future::poll_fn(|cx| drive(&mut connection, &messages, cx));
+        let outcome = futures_util::future::select(Box::pin(driven), Box::pin(retired)).await;
+        messages.notifications.end();
+        match outcome {
             futures_util::future::Either::Left((Err(e), _)) => {
                 debug!(target: "momoko", error = %e, "connection ended with an error");
             }
@@ -315,6 +320,33 @@ where
         driver: DriverGuard { _stop: stop },
         wire,
     })
+}
+
+/// Drives a session's I/O until it ends; notifications go to the session's listener, notices to
+/// the log.
+fn drive<S, T>(
+    connection: &mut tokio_postgres::Connection<S, T>,
+    wire: &Wire,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<std::result::Result<(), tokio_postgres::Error>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use std::task::Poll;
+    use tokio_postgres::AsyncMessage;
+    loop {
+        match connection.poll_message(cx) {
+            Poll::Ready(Some(Ok(AsyncMessage::Notification(n)))) => wire.notifications.deliver(n),
+            Poll::Ready(Some(Ok(AsyncMessage::Notice(notice)))) => {
+                debug!(target: "momoko", severity = notice.severity(), "{}", notice.message());
+            }
+            Poll::Ready(Some(Ok(_))) => {}
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+            Poll::Ready(None) => return Poll::Ready(Ok(())),
+            Poll::Pending => return Poll::Pending,
+        }
+    }
 }
 
 /// Wraps an error from starting a session. Server errors keep their SQLSTATE (auth errors are

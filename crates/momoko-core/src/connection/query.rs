@@ -11,13 +11,13 @@ pub type Param<'a> = &'a (dyn ToSql + Sync);
 
 /// One statement of a [`Connection::transaction`](crate::Connection::transaction): SQL text and its parameters.
 ///
-/// Built from a `&str` (no parameters) or a `(&str, &[Param])` pair:
+/// Built from a `&str` (no parameters) or with [`Query::new`]:
 ///
 /// ```
 /// use momoko_core::Query;
-/// let statements: [Query<'_>; 2] = [
-///     "CREATE TEMP TABLE t (n int)".into(),
-///     ("INSERT INTO t VALUES ($1)", &[&1i32 as momoko_core::Param<'_>][..]).into(),
+/// let statements = [
+///     "CREATE TEMP TABLE t (n int, word text)".into(),
+///     Query::new("INSERT INTO t VALUES ($1, $2)", &[&1i32, &"one"]),
 /// ];
 /// ```
 #[derive(Clone, Copy)]

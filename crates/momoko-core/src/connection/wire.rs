@@ -12,7 +12,8 @@
 //!   `server_version`, … as the server reports them at start-up and whenever they change.
 //!
 //! It also counts the requests the server answers with exactly one ReadyForQuery (Sync, a simple
-//! Query, a FunctionCall, and the startup packet) against the ReadyForQuery messages read: when
+//! Query, a FunctionCall, and the startup packet; a Sync the server ignores in copy-in mode is
+//! answered by the ReadyForQuery that ends the copy) against the ReadyForQuery messages read: when
 //! the two are equal, nothing is in flight and the status is the session's state now. Every
 //! decision the pool takes about a connection (hand it on, roll it back, share it) reads this
 //! state; none reads SQL text.
@@ -88,6 +89,14 @@ pub(crate) struct Wire {
     /// Whether the latest CommandComplete carried a row count (`1`), or not (`2`, as for
     /// `CREATE TABLE` or `SET`); `0` before the first.
     last_tag_counted: AtomicU8,
+    /// Whether the latest request counted was a Sync (extended protocol) rather than a simple
+    /// Query, a FunctionCall or the startup packet.
+    last_request_sync: AtomicBool,
+    /// Syncs the server ignored in copy-in mode, answered by the ReadyForQuery that ends the
+    /// copy (see [`Wire::copy_in_started`]).
+    ignored_syncs: AtomicU64,
+    /// Where `NOTIFY` messages go (see `notifications.rs`).
+    pub(crate) notifications: super::notifications::Notifications,
 }
 
 /// An `AtomicBool` that starts `true` (so `Wire` can derive `Default`).
@@ -196,7 +205,8 @@ impl Wire {
 
     fn ready(&self, status: u8) {
         self.status.store(status, Ordering::SeqCst);
-        self.readies.fetch_add(1, Ordering::SeqCst);
+        let answered = 1 + self.ignored_syncs.swap(0, Ordering::SeqCst);
+        self.readies.fetch_add(answered, Ordering::SeqCst);
         self.wake_waiters();
     }
 
@@ -235,6 +245,19 @@ impl Wire {
         let counted = !last.is_empty() && last.iter().all(u8::is_ascii_digit);
         self.last_tag_counted
             .store(if counted { 1 } else { 2 }, Ordering::SeqCst);
+    }
+
+    /// The server entered copy-in mode (CopyInResponse). It ignores every Sync it receives in
+    /// that mode; a `COPY … FROM STDIN` sent on the extended protocol is followed by one (Bind,
+    /// Execute and Sync go together, and nothing else is sent until the copy ends: the
+    /// session's I/O task streams the copy data before any later request), so that Sync gets no
+    /// ReadyForQuery of its own. It stays counted, which keeps the session `Active` for the
+    /// whole copy, and the ReadyForQuery that ends the copy (after the Sync that follows
+    /// CopyDone or CopyFail) answers both. A copy started by a simple Query has no such Sync.
+    fn copy_in_started(&self) {
+        if self.last_request_sync.load(Ordering::SeqCst) {
+            self.ignored_syncs.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
     /// Whether the latest CommandComplete carried no row count.
@@ -451,6 +474,7 @@ impl<S> Observed<S> {
             |_, kind, _, body| {
                 match kind {
                     b'Z' => wire.ready(body.first().copied().unwrap_or(0)),
+                    b'G' => wire.copy_in_started(),
                     b'S' if !body.is_empty() => wire.parameter_status(body),
                     b'C' => wire.command_complete(body),
                     _ => {}
@@ -476,6 +500,7 @@ impl<S> Observed<S> {
                         wire.requests.fetch_add(1, Ordering::SeqCst);
                     }
                     b'S' | b'Q' | b'F' => {
+                        wire.last_request_sync.store(kind == b'S', Ordering::SeqCst);
                         wire.requests.fetch_add(1, Ordering::SeqCst);
                     }
                     _ => {}

@@ -901,7 +901,7 @@ impl PoolInner {
 
 /// Opens one session and runs the `setsession` statements on it; a failing statement fails the
 /// connection (it is closed, not used).
-async fn open_session(
+pub(crate) async fn open_session(
     options: &ConnectOptions,
     executor: &SharedExecutor,
     setsession: &[String],

@@ -18,22 +18,23 @@ mod status;
 use std::fmt;
 use std::sync::Arc;
 
-use futures_core::future::BoxFuture;
-
 pub use builder::PoolBuilder;
 pub use guard::PooledConnection;
 pub use settings::{PoolConfig, RetryPolicy};
 pub use status::{PoolCounters, PoolStatus};
 
-use crate::connection::{Connection, Param, Query};
+#[cfg(doc)]
+use crate::connection::Connection;
+use crate::connection::{Param, Query};
 use crate::cursor::Cursor;
 #[cfg(doc)]
 use crate::error::ErrorKind;
 use crate::error::{Error, Result};
 use crate::executor::Executor;
 use crate::sql;
+pub(crate) use engine::open_session;
 use engine::PoolInner;
-use run::{Mogrify, Ping, Statement, Transaction, TransactionWith};
+use run::{Mogrify, Ping, Statement, Transaction};
 
 /// A pool of PostgreSQL connections, usable from any runtime (Momoko's `momoko.Pool`).
 ///
@@ -146,18 +147,31 @@ impl Pool {
     }
 
     /// Runs `body` in a transaction on one pooled connection (see
-    /// [`Connection::transaction_with`]). `body` may run twice if the connection died before the
-    /// `COMMIT` and the retry policy allows it, so keep side effects outside the database out of it.
+    /// [`Connection::transaction_with`]): `body` is an async closure that gets the
+    /// [`Transaction`](crate::Transaction). `body` may run twice if the connection died before
+    /// the `COMMIT` and the retry policy allows it, so keep side effects outside the database out
+    /// of it. The pool's `statement_timeout` bounds the whole transaction.
+    ///
+    /// ```no_run
+    /// # async fn demo(pool: &momoko_core::Pool) -> momoko_core::Result<()> {
+    /// let id: i32 = pool
+    ///     .transaction_with(async |tx| {
+    ///         let id = tx.execute("INSERT INTO item (name) VALUES ($1) RETURNING id", &[&"pen"]).await?.scalar()?;
+    ///         tx.execute("INSERT INTO stock (item, n) VALUES ($1, $2)", &[&id, &10i32]).await?;
+    ///         Ok(id)
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///
     /// `body`'s error, or the error of `BEGIN`/`COMMIT`.
     pub async fn transaction_with<T, F>(&self, body: F) -> Result<T>
     where
-        T: Send + 'static,
-        F: for<'c> Fn(&'c Connection) -> BoxFuture<'c, Result<T>> + Sync,
+        F: AsyncFnMut(&mut crate::Transaction<'_>) -> Result<T>,
     {
-        run::run(&self.inner, &TransactionWith(body)).await
+        run::transaction_with(&self.inner, body).await
     }
 
     /// Renders the query with its parameters as literals (see [`Connection::mogrify`]); uses a
@@ -271,11 +285,184 @@ impl Pool {
         self.inner.begin_close();
         self.inner.drained().await;
     }
+
+    /// Opens a transaction on a pooled connection, held until the guard is committed, rolled
+    /// back or dropped (see [`Transaction`](crate::Transaction)); dropped uncommitted, the
+    /// connection goes back to the pool, which rolls it back off your path.
+    ///
+    /// ```no_run
+    /// # async fn demo(pool: &momoko_core::Pool) -> momoko_core::Result<()> {
+    /// let tx = pool.begin().await?;
+    /// tx.execute("INSERT INTO greeting VALUES ($1)", &[&"hello"]).await?;
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`getconn`](Pool::getconn), and the server's error for `BEGIN`.
+    pub async fn begin(&self) -> Result<crate::Transaction<'static>> {
+        run::begin(&self.inner, &crate::TransactionOptions::default()).await
+    }
+
+    /// [`begin`](Pool::begin) with an isolation level, read-only or deferrable mode.
+    ///
+    /// # Errors
+    ///
+    /// As [`begin`](Pool::begin).
+    pub async fn begin_with(
+        &self,
+        options: crate::TransactionOptions,
+    ) -> Result<crate::Transaction<'static>> {
+        run::begin(&self.inner, &options).await
+    }
+
+    /// Runs statements separated by semicolons, without parameters, on a pooled connection,
+    /// discarding results (see [`Connection::batch_execute`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::execute`].
+    pub async fn batch_execute(&self, sql: &str) -> Result<()> {
+        run::hold(&self.inner, move |conn| async move {
+            conn.batch_execute(sql).await
+        })
+        .await
+    }
+
+    /// Runs one statement and streams its rows as they arrive (see
+    /// [`Connection::execute_stream`]); the stream holds a pooled connection until it is
+    /// dropped. Dropped before its end, the rest of the result is discarded and the connection
+    /// is never reused mid-result (see [`RowStream`](crate::RowStream)).
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::execute`], for starting the statement.
+    pub async fn execute_stream(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+    ) -> Result<crate::RowStream<'static>> {
+        run::hold(&self.inner, move |conn| {
+            crate::RowStream::start(crate::connection::held::Held::Pooled(conn), sql, params)
+        })
+        .await
+    }
+
+    /// Starts a `COPY … FROM STDIN` on a pooled connection, held until the sink is finished or
+    /// dropped (see [`CopyIn`](crate::CopyIn)).
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::execute`], for starting the COPY.
+    pub async fn copy_in(&self, sql: &str) -> Result<crate::CopyIn<'static>> {
+        run::hold(&self.inner, move |conn| {
+            crate::CopyIn::start(crate::connection::held::Held::Pooled(conn), sql)
+        })
+        .await
+    }
+
+    /// Starts a `COPY … FROM STDIN (FORMAT binary)` fed with typed rows, on a pooled
+    /// connection held until it is finished or dropped (see
+    /// [`BinaryCopyIn`](crate::BinaryCopyIn)).
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::execute`], for starting the COPY.
+    pub async fn copy_in_binary(
+        &self,
+        sql: &str,
+        types: &[crate::Type],
+    ) -> Result<crate::BinaryCopyIn<'static>> {
+        run::hold(&self.inner, move |conn| {
+            crate::BinaryCopyIn::start(crate::connection::held::Held::Pooled(conn), sql, types)
+        })
+        .await
+    }
+
+    /// Starts a `COPY … TO STDOUT` on a pooled connection, held until the stream is dropped
+    /// (see [`CopyOut`](crate::CopyOut)).
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::execute`], for starting the COPY.
+    pub async fn copy_out(&self, sql: &str) -> Result<crate::CopyOut<'static>> {
+        run::hold(&self.inner, move |conn| {
+            crate::CopyOut::start(crate::connection::held::Held::Pooled(conn), sql)
+        })
+        .await
+    }
+
+    /// Runs `statements` in one round trip on one pooled connection, each on its own: one
+    /// result per statement (see [`Connection::batch`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::execute`] for taking the connection; every statement's own failure is in its
+    /// slot.
+    pub async fn batch<'q, I>(&self, statements: I) -> Result<Vec<Result<Cursor>>>
+    where
+        I: IntoIterator<Item = Query<'q>>,
+    {
+        let statements: Vec<Query<'q>> = statements.into_iter().collect();
+        let statements = &statements;
+        run::hold(&self.inner, move |conn| async move {
+            conn.run_batch(statements).await
+        })
+        .await
+    }
+
+    /// Runs `statements` as one transaction in one round trip on one pooled connection (see
+    /// [`Connection::batch_atomic`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::batch_atomic`], and as [`Pool::execute`] for taking the connection.
+    pub async fn batch_atomic<'q, I>(&self, statements: I) -> Result<Vec<Cursor>>
+    where
+        I: IntoIterator<Item = Query<'q>>,
+    {
+        let statements: Vec<Query<'q>> = statements.into_iter().collect();
+        let statements = &statements;
+        run::hold(&self.inner, move |conn| async move {
+            conn.run_batch_atomic(statements).await
+        })
+        .await
+    }
+
+    /// A [`Listener`](crate::Listener) for LISTEN/NOTIFY, on a connection of its own opened
+    /// with this pool's settings (not taken from the pool, and not counted in it).
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::connect`], and a failing `setsession` statement.
+    pub async fn listener(&self) -> Result<crate::Listener> {
+        if self.inner.options.is_transaction_pooler() {
+            return Err(Error::usage(
+                "LISTEN needs a session of its own, which a transaction-mode pooler does not \
+                 keep: a listener is not available with transaction_pooler on (connect it to the \
+                 server directly)",
+            ));
+        }
+        crate::Listener::open(self).await
+    }
+
+    /// A connection outside the pool, opened as the pool opens its own (options and
+    /// `setsession`).
+    pub(crate) async fn connect_dedicated(&self) -> Result<crate::Connection> {
+        open_session(
+            &self.inner.options,
+            &self.inner.executor,
+            &self.inner.config.setsession,
+        )
+        .await
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Connection;
 
     fn assert_send<T: Send>(_: &T) {}
 
@@ -285,7 +472,8 @@ mod tests {
         assert_send(&pool.execute("SELECT $1", &[&1i32]));
         assert_send(&pool.callproc("f", &[]));
         assert_send(&pool.transaction(["SELECT 1".into()]));
-        assert_send(&pool.transaction_with(|c| Box::pin(async move { c.ping().await })));
+        assert_send(&pool.transaction_with(async |tx| tx.ping().await));
+        assert_send(&pool.begin());
         assert_send(&pool.mogrify("SELECT 1", &[]));
         assert_send(&pool.getconn());
         assert_send(&pool.getconn_unverified());

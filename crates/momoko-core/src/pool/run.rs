@@ -5,10 +5,13 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use futures_core::future::BoxFuture;
 use tracing::{debug, warn};
 
-use crate::connection::{Connection, Liveness, Param, Query, TransactionStatus};
+use crate::connection::held::Held;
+use crate::connection::{
+    Connection, Liveness, Param, Query, Transaction as TransactionGuard, TransactionOptions,
+    TransactionStatus,
+};
 use crate::cursor::Cursor;
 use crate::error::{Error, Result};
 use crate::executor::maybe_timeout;
@@ -123,29 +126,6 @@ impl Operation for Transaction<'_> {
         _: Liveness,
     ) -> impl Future<Output = Result<Vec<Cursor>>> + Send + 'c {
         conn.run_transaction(&self.statements)
-    }
-}
-
-/// `transaction_with(body)`.
-pub(crate) struct TransactionWith<F>(pub(crate) F);
-
-impl<T, F> Operation for TransactionWith<F>
-where
-    T: Send + 'static,
-    F: for<'c> Fn(&'c Connection) -> BoxFuture<'c, Result<T>> + Sync,
-{
-    type Output = T;
-
-    fn shareable(&self, _: &PoolInner) -> bool {
-        false
-    }
-
-    fn run<'c>(
-        &'c self,
-        conn: &'c Connection,
-        _: Liveness,
-    ) -> impl Future<Output = Result<T>> + Send + 'c {
-        conn.in_transaction((self.0)(conn))
     }
 }
 
@@ -336,5 +316,93 @@ impl Drop for Share<'_> {
         if let Some(conn) = self.conn.take() {
             self.inner.release_shared(conn);
         }
+    }
+}
+
+/// A transaction guard holding a pooled connection (`Pool::begin`): `BEGIN` on a connection of
+/// its own, and once more on a connection proven alive when the first one turned out dead
+/// (nothing had been sent then but the `BEGIN`, which took no effect).
+pub(crate) async fn begin(
+    inner: &Arc<PoolInner>,
+    options: &TransactionOptions,
+) -> Result<TransactionGuard<'static>> {
+    let conn = checkout(inner).await?;
+    match TransactionGuard::start(Held::Pooled(conn), options).await {
+        Err(e) if should_retry(inner, &e) => {
+            inner.count_retry();
+            debug!(target: "momoko", error = %e, "BEGIN failed on a dead connection; retrying on another");
+            Box::pin(async {
+                let conn = checkout_verified(inner).await?;
+                TransactionGuard::start(Held::Pooled(conn), options).await
+            })
+            .await
+        }
+        other => other,
+    }
+}
+
+/// `transaction_with(body)` on a pooled connection, under the statement timeout; run once more
+/// on another connection when it failed on a dead one and the retry policy allows.
+pub(crate) async fn transaction_with<T, F>(inner: &Arc<PoolInner>, mut body: F) -> Result<T>
+where
+    F: AsyncFnMut(&mut TransactionGuard<'_>) -> Result<T>,
+{
+    match transaction_attempt(inner, &mut body, false).await {
+        Err(e) if should_retry(inner, &e) => {
+            inner.count_retry();
+            debug!(target: "momoko", error = %e, status = ?inner.status(), "retrying the transaction on another connection");
+            Box::pin(transaction_attempt(inner, &mut body, true)).await
+        }
+        other => other,
+    }
+}
+
+async fn transaction_attempt<T, F>(
+    inner: &Arc<PoolInner>,
+    body: &mut F,
+    verified: bool,
+) -> Result<T>
+where
+    F: AsyncFnMut(&mut TransactionGuard<'_>) -> Result<T>,
+{
+    let conn = if verified {
+        Box::pin(checkout_verified(inner)).await?
+    } else {
+        checkout(inner).await?
+    };
+    let mut tx =
+        TransactionGuard::start(Held::Pooled(conn), &TransactionOptions::default()).await?;
+    let outcome = maybe_timeout(
+        &*inner.executor,
+        inner.config.statement_timeout,
+        crate::connection::run_body(&mut tx, async |tx| body(tx).await),
+    )
+    .await;
+    match outcome {
+        Ok(result) => result,
+        Err(_) => {
+            tx.timed_out();
+            Err(statement_timed_out(inner, "the transaction was cancelled"))
+        }
+    }
+}
+
+/// Starts something that holds a pooled connection for its life (a row stream, a COPY):
+/// `start` gets a connection of its own, and once more a connection proven alive when the
+/// first one turned out dead before anything took effect.
+pub(crate) async fn hold<T, F, Fut>(inner: &Arc<PoolInner>, start: F) -> Result<T>
+where
+    F: Fn(PooledConnection) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let conn = checkout(inner).await?;
+    match start(conn).await {
+        Err(e) if should_retry(inner, &e) => {
+            inner.count_retry();
+            debug!(target: "momoko", error = %e, "retrying on another connection");
+            let conn = Box::pin(checkout_verified(inner)).await?;
+            Box::pin(start(conn)).await
+        }
+        other => other,
     }
 }
