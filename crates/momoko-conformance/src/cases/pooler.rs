@@ -124,17 +124,13 @@ pub async fn pgbouncer_transaction_mode_serves_mixed_load(ctx: &Ctx) {
         .unwrap();
     assert_eq!(named, 0);
     // What needs prepared statements or a session is refused, clearly.
-    let e = pool
-        .execute_stream("SELECT 1", &[])
-        .await
-        .err()
-        .expect("a row stream behind a transaction pooler");
+    let Err(e) = pool.execute_stream("SELECT 1", &[]).await else {
+        panic!("a row stream behind a transaction pooler");
+    };
     assert_eq!(e.kind(), momoko_core::ErrorKind::Usage, "{e}");
-    let e = pool
-        .listener()
-        .await
-        .err()
-        .expect("a listener behind a transaction pooler");
+    let Err(e) = pool.listener().await else {
+        panic!("a listener behind a transaction pooler");
+    };
     assert_eq!(e.kind(), momoko_core::ErrorKind::Usage, "{e}");
     pool.close().await;
     // setsession needs a session: refused, clearly.
