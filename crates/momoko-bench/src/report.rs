@@ -287,6 +287,10 @@ pub(crate) fn tables(summaries: &[Summary]) -> String {
             .filter(|s| s.group == group && !is_reference(&s.contender))
             .map(|s| s.concurrency)
             .collect();
+        if levels.is_empty() {
+            // Only the references ran: their clients are the level.
+            levels.push(group.conns);
+        }
         levels.sort_unstable();
         levels.dedup();
         let _ = writeln!(out, "### {group}\n");
