@@ -66,10 +66,13 @@ pub(crate) const MOMOKO_VARIANTS: &[MomokoVariant] = &[
     MomokoVariant { name: "momoko-async-std", runtime: Runtime::AsyncStd, tune: untuned, call: Call::Execute, standard: true },
     MomokoVariant { name: "momoko-smol", runtime: Runtime::Smol, tune: untuned, call: Call::Execute, standard: true },
     MomokoVariant { name: "momoko-pipelined", runtime: Runtime::Tokio, tune: |b| b.pipeline(32), call: Call::Execute, standard: true },
+    MomokoVariant { name: "momoko-adaptive", runtime: Runtime::Tokio, tune: |b| b.adaptive_pipelining(true), call: Call::Execute, standard: true },
     MomokoVariant { name: "momoko-batch", runtime: Runtime::Tokio, tune: untuned, call: Call::Batch, standard: true },
     MomokoVariant { name: "momoko-batch-atomic", runtime: Runtime::Tokio, tune: untuned, call: Call::BatchAtomic, standard: true },
     MomokoVariant { name: "momoko-pipelined-4", runtime: Runtime::Tokio, tune: |b| b.pipeline(4), call: Call::Execute, standard: false },
     MomokoVariant { name: "momoko-pipelined-8", runtime: Runtime::Tokio, tune: |b| b.pipeline(8), call: Call::Execute, standard: false },
+    MomokoVariant { name: "momoko-pipelined-2", runtime: Runtime::Tokio, tune: |b| b.pipeline(2), call: Call::Execute, standard: false },
+    MomokoVariant { name: "momoko-pipelined-16", runtime: Runtime::Tokio, tune: |b| b.pipeline(16), call: Call::Execute, standard: false },
 ];
 
 /// Who runs.

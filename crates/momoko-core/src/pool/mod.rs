@@ -11,6 +11,7 @@
 mod builder;
 mod engine;
 mod guard;
+mod pipeline;
 mod run;
 mod settings;
 mod status;
