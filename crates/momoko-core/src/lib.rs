@@ -41,7 +41,8 @@ pub use cursor::{Column, ColumnIndex, Cursor};
 pub use error::{DbErrorClass, Error, ErrorKind, Result};
 pub use executor::{Executor, PlainSocket, Socket, TcpSocket};
 pub use pool::{
-    Pool, PoolBuilder, PoolConfig, PoolCounters, PoolStatus, PooledConnection, RetryPolicy,
+    Pool, PoolBuilder, PoolConfig, PoolCounters, PoolStats, PoolStatus, PooledConnection,
+    RetryPolicy,
 };
 pub use tls::SslMode;
 

@@ -3,8 +3,10 @@
 //! * [`dsn`]: libpq's two string forms, with the TLS keys taken out for momoko's own TLS;
 //! * [`env`]: the `PG*` environment variables and the operating-system user;
 //! * [`hosts`]: the host, `hostaddr` and port lists turned into the places a connect tries;
-//! * [`options`]: [`ConnectOptions`], the parsed result users hold.
+//! * [`options`]: [`ConnectOptions`], the parsed result users hold;
+//! * [`credentials`]: a provider asked for the password or the options of each new connection.
 
+mod credentials;
 mod dsn;
 mod env;
 mod hosts;
@@ -12,5 +14,6 @@ mod options;
 #[cfg(test)]
 pub(crate) mod tests;
 
+pub(crate) use credentials::{Credentials, Provided};
 pub(crate) use hosts::Target;
 pub use options::ConnectOptions;
