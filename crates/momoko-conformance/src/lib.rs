@@ -193,6 +193,16 @@ macro_rules! __for_each_case {
                 multi_statement_execute,
                 transaction_status_follows_the_server,
             ],
+            lifecycle: [
+                lifetime_rotates_connections_under_load,
+                drain_waits_for_in_flight_work,
+                resize_up_and_down_under_load,
+                credential_provider_follows_a_rotated_password,
+                max_waiting_refuses_at_once,
+                leak_warning_names_the_acquiring_line,
+                metrics_equal_the_counters,
+                operator_defaults_and_bounds,
+            ],
             hostile: [
                 malformed_dsns_and_unknown_hosts,
                 wrong_parameters_everywhere,

@@ -3,6 +3,7 @@
 pub mod connection;
 pub mod faults;
 pub mod hostile;
+pub mod lifecycle;
 pub mod pool;
 pub mod runtime;
 pub mod state;

@@ -166,6 +166,11 @@ impl Credentials {
         (answer, generation)
     }
 
+    /// Forgets the cached answer, whichever it is: the next connect asks again.
+    pub(crate) fn forget_all(&self) {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner).0 = None;
+    }
+
     /// The answer of `generation` was refused by the server (or never came): the next connect
     /// asks again.
     pub(crate) fn forget(&self, generation: u64) {

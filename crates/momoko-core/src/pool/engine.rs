@@ -470,12 +470,11 @@ impl PoolInner {
                         }
                     }
                 }
-                if st.closed || st.open() >= st.max_size {
-                    // Closed, or `resize` lowered `max_size` while it was opening.
+                if st.closed || (reason != Reason::Rotate && st.open() >= st.max_size) {
+                    // Closed, or the pool filled up while it was opening (`resize` lowered
+                    // `max_size`, or replacements of expired connections took the room); a
+                    // replacement stays: the connection it replaces closes when free.
                     bump(&self.counters.closed);
-                    if !st.closed {
-                        bump(&self.counters.trimmed);
-                    }
                     unused = Some(conn);
                 } else {
                     debug!(
@@ -801,13 +800,13 @@ impl PoolInner {
         let mut unused = None;
         let retire = if !keep {
             None
-        } else if self.trims(&mut st) {
-            Some(Leaving::Trimmed)
         } else if self.rotates(&st)
             && self.expired(&st, self.age_key(&conn))
             && self.rotate_one(&mut st, &conn, 1)
         {
             Some(Leaving::Expired)
+        } else if self.trims(&mut st) {
+            Some(Leaving::Trimmed)
         } else {
             None
         };
@@ -1276,14 +1275,23 @@ impl PoolInner {
         {
             return false;
         }
+        // Room for both when the open connections and the replacements fit in `max_size`
+        // (growth connects under way are not counted: one that arrives to a full pool closes).
+        let room = st.open() + uncounted + st.rotating < st.max_size;
+        if !room && st.open() + uncounted <= 1 {
+            // Closing the last connection before its replacement opens would leave callers
+            // with nothing if the replacement fails (a rotated password): keep it.
+            return false;
+        }
         st.pending += 1;
         st.rotating += 1;
         self.spawn_connect(Reason::Rotate);
-        if st.live() + uncounted <= st.max_size {
-            // Room for both: the old connection serves until its replacement is open.
+        if room {
+            // The old connection serves until its replacement is open.
             st.covered.push(addr);
             false
         } else {
+            // At `max_size`: the old one closes as its replacement starts.
             true
         }
     }
@@ -1341,8 +1349,12 @@ impl PoolInner {
         st.drain_at = Some(st.clock);
         st.drain_seq = self.connect_seq.load(Ordering::Relaxed);
         st.stale = st.live();
-        // A paused rotation must not hold the drain back.
+        // A paused rotation must not hold the drain back, nor cached credentials (a drain often
+        // follows a password rotation).
         st.rotation_paused_until = 0;
+        if let Some(credentials) = &self.credentials {
+            credentials.forget_all();
+        }
         info!(target: "momoko", pool = self.id, connections = st.stale, "draining");
         let mut closing = Vec::new();
         self.rotate_idle(&mut st, &mut closing);
