@@ -713,6 +713,10 @@ impl PoolInner {
             }
             self.replace_if_needed(&mut st);
             self.publish(&st);
+            let mut wake = WakeList::default();
+            wake.append(&mut st.watchers);
+            drop(st);
+            wake.wake();
             alone
         } else {
             false

@@ -12,7 +12,7 @@
 //! | `db.client.connection.timeouts` | counter | timeouts | callers that gave up after `acquire_timeout` |
 //! | `db.client.connection.create_time` | histogram | seconds | time to open a connection (with `setsession`) |
 //! | `db.client.connection.wait_time` | histogram | seconds | time to obtain a connection (0 when one was free) |
-//! | `db.client.connection.use_time` | histogram | seconds | time between a `getconn` checkout and its return |
+//! | `db.client.connection.use_time` | histogram | seconds | time a connection was held exclusively (a statement, a transaction, a `getconn` guard; pipelined statements are not sampled) |
 //!
 //! Every series carries `db.client.connection.pool.name` (see
 //! [`PoolBuilder::name`](crate::PoolBuilder::name)). The handles are registered once, when the

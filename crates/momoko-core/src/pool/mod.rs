@@ -48,6 +48,9 @@ use run::{Mogrify, Ping, Statement, Transaction, TransactionWith};
 ///   [`ErrorKind::DatabaseNotAvailable`].
 /// * A statement that failed because its connection died is retried once on another connection
 ///   when that is safe (see [`RetryPolicy`]).
+/// * Connections older than `max_lifetime` (30 minutes by default) are replaced while free;
+///   [`drain`](Pool::drain) replaces them all, [`resize`](Pool::resize) changes the sizes, at run
+///   time.
 /// * Cloning is cheap: clones share the same connections. Run queries concurrently with
 ///   `futures::try_join!` on clones or references.
 ///
