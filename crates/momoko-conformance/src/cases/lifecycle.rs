@@ -118,10 +118,13 @@ pub async fn lifetime_rotates_connections_under_load(ctx: &Ctx) {
         !seen.is_disjoint(&original) && seen.len() > 4,
         "the load ran on the original connections and on their replacements: {seen:?}"
     );
+    assert_settled(ctx, &pool).await;
     let c = pool.counters();
     assert!(c.rotated >= 4, "{c:?}");
     assert_eq!(c.discarded, 0, "nothing was lost: {c:?}");
-    assert_settled(ctx, &pool).await;
+    // One connect per replaced connection: no burst of extra connects.
+    assert_eq!(c.connections_opened, 4 + c.rotated, "{c:?}");
+    assert_eq!(c.connect_failures, 0, "{c:?}");
 }
 
 /// `drain()` replaces idle connections at once and a held one only when it comes back: the
