@@ -1587,3 +1587,25 @@ impl<F: Fn(&State) -> bool + Unpin> Future for Watch<F> {
         Poll::Pending
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The jitter stays within a tenth of the lifetime and spreads connections opened a few
+    /// nanoseconds apart over that range.
+    #[test]
+    fn jitter_is_bounded_and_spread() {
+        let life = nanos(Duration::from_secs(1800));
+        let draws: Vec<u64> = (0..1000u64).map(|i| jitter(1_000_000 + i, life)).collect();
+        assert!(draws.iter().all(|&j| j <= life / 10));
+        let tenth = life / 10;
+        // Each fifth of the range gets some of the thousand draws.
+        for fifth in 0..5 {
+            let (lo, hi) = (tenth * fifth / 5, tenth * (fifth + 1) / 5);
+            let n = draws.iter().filter(|&&j| j >= lo && j < hi).count();
+            assert!(n > 100, "fifth {fifth}: {n} of 1000");
+        }
+        assert_eq!(jitter(42, 0), 0);
+    }
+}

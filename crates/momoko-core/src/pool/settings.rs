@@ -157,3 +157,23 @@ impl Default for PoolConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_name_the_setting() {
+        let zero = check_duration("acquire_timeout", Some(Duration::ZERO)).unwrap_err();
+        assert!(zero.is_config() && zero.to_string().contains("acquire_timeout"));
+        let huge = check_duration("max_lifetime", Some(Duration::MAX)).unwrap_err();
+        assert!(huge.to_string().contains("max_lifetime"));
+        assert!(check_duration("x", None).is_ok());
+        assert!(check_duration("x", Some(MIN_DURATION)).is_ok());
+        assert!(check_duration("x", Some(MAX_DURATION)).is_ok());
+        assert!(check_sizes(0, 1).is_err());
+        assert!(check_sizes(2, 1).is_err());
+        assert!(check_sizes(1, MAX_POOL_SIZE + 1).is_err());
+        assert!(check_sizes(1, 1).is_ok());
+    }
+}
