@@ -195,6 +195,7 @@ macro_rules! __for_each_case {
             ],
             lifecycle: [
                 lifetime_rotates_connections_under_load,
+                lifetime_rotates_pipelined_connections,
                 drain_waits_for_in_flight_work,
                 resize_up_and_down_under_load,
                 credential_provider_follows_a_rotated_password,

@@ -127,6 +127,49 @@ pub async fn lifetime_rotates_connections_under_load(ctx: &Ctx) {
     assert_eq!(c.connect_failures, 0, "{c:?}");
 }
 
+/// With pipelining, a 1 s lifetime still replaces every connection under load (a connection
+/// that always carries pipelined statements takes no new ones once expired, and closes when they
+/// finish), and no call fails.
+pub async fn lifetime_rotates_pipelined_connections(ctx: &Ctx) {
+    let pool = ctx
+        .pool_builder()
+        .size(2)
+        .pipeline(4)
+        .max_lifetime(Duration::from_secs(1))
+        .connect()
+        .await
+        .unwrap();
+    let watcher = ctx.connect().await;
+    let original = backends(&watcher).await;
+    assert_eq!(original.len(), 2, "{original:?}");
+    let stop = AtomicBool::new(false);
+    let pipelined = AtomicBool::new(false);
+    let (outcome, ()) = within(ctx, BOUND, "pipelined rotation under load", async {
+        future::join(load(&pool, 16, &stop), async {
+            eventually_async(ctx, "every original backend is gone", || async {
+                if pool.status().pipelined > 1 {
+                    pipelined.store(true, Ordering::Relaxed);
+                }
+                backends(&watcher).await.is_disjoint(&original)
+            })
+            .await;
+            stop.store(true, Ordering::Relaxed);
+        })
+        .await
+    })
+    .await;
+    let (calls, failures, _) = outcome;
+    assert_eq!(failures, 0, "no call failed ({calls} calls)");
+    assert!(
+        pipelined.load(Ordering::Relaxed),
+        "statements were pipelined"
+    );
+    assert_settled(ctx, &pool).await;
+    let c = pool.counters();
+    assert!(c.rotated >= 2, "{c:?}");
+    assert_eq!(c.discarded, 0, "{c:?}");
+}
+
 /// `drain()` replaces idle connections at once and a held one only when it comes back: the
 /// work on the held connection and a statement in flight finish on their original backends,
 /// and `drain()` resolves after that with every backend new.

@@ -1300,8 +1300,9 @@ impl PoolInner {
         }
     }
 
-    /// Replaces the expired connections that are idle now (those with pipelined statements
-    /// running wait until the statements finish).
+    /// Replaces the expired connections that are free now. One with pipelined statements
+    /// running takes no new ones and closes when they finish (a connection that always carries
+    /// some would otherwise never be free).
     fn rotate_idle(self: &Arc<Self>, st: &mut State, closing: &mut Vec<Arc<Connection>>) {
         if !self.rotates(st) {
             return;
@@ -1309,7 +1310,7 @@ impl PoolInner {
         let mut i = 0;
         while i < st.idle.len() {
             let idle = &st.idle[i];
-            if idle.shared() == 0 && self.expired(st, self.age_key(&idle.conn)) {
+            if self.expired(st, self.age_key(&idle.conn)) {
                 let conn = Arc::clone(&idle.conn);
                 let close = self.rotate_one(st, &conn, 0);
                 drop(conn);
