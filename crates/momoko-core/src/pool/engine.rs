@@ -678,7 +678,8 @@ impl PoolInner {
                 // It becomes the most recently used free connection, as after a checkout.
                 if let Some(idle) = st.idle.remove(pos) {
                     let born = self.age_key(&idle.conn);
-                    if self.expired(&st, born) && self.rotate_one(&mut st, &idle.conn, 0) {
+                    // Out of the idle list for now: not counted (`uncounted` is 1).
+                    if self.expired(&st, born) && self.rotate_one(&mut st, &idle.conn, 1) {
                         // Its statements are done and it is past its lifetime: replaced now.
                         self.leaving(&mut st, &idle.conn, Leaving::Expired);
                     } else {
