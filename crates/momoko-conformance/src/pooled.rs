@@ -27,6 +27,7 @@ pub const NOT_APPLICABLE_THROUGH_A_POOLER: &[(&str, &str)] = &[
         "it captures warnings with a process-wide tracing subscriber, which the direct run of \
          the same case in this process installs too; the pooler changes nothing it checks",
     ),
+    ("faults::terminate_every_backend_under_load", SERVER_SESSION),
     ("batch::", PREPARED),
     ("copy::", PREPARED),
     ("stream::", PREPARED),
