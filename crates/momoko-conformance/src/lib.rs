@@ -255,6 +255,17 @@ macro_rules! __for_each_case {
             pooler: [
                 pgbouncer_transaction_mode_serves_mixed_load,
             ],
+            lifecycle: [
+                lifetime_rotates_connections_under_load,
+                lifetime_rotates_pipelined_connections,
+                drain_waits_for_in_flight_work,
+                resize_up_and_down_under_load,
+                credential_provider_follows_a_rotated_password,
+                max_waiting_refuses_at_once,
+                leak_warning_names_the_acquiring_line,
+                metrics_equal_the_counters,
+                operator_defaults_and_bounds,
+            ],
             hostile: [
                 malformed_dsns_and_unknown_hosts,
                 wrong_parameters_everywhere,

@@ -67,6 +67,9 @@ pub enum ErrorKind {
     Usage,
     /// The server sent something the client did not expect.
     Protocol,
+    /// The pool's queue of waiting callers is full (`max_waiting`): the call was refused at once
+    /// instead of queueing (psycopg_pool's `TooManyRequests`).
+    TooManyWaiting,
 }
 
 /// The psycopg2 exception class that corresponds to a server error's SQLSTATE, for users coming
@@ -204,6 +207,13 @@ impl Error {
 
     pub(crate) fn pool_closed() -> Error {
         Error::new(ErrorKind::PoolClosed, "the pool is closed")
+    }
+
+    pub(crate) fn too_many_waiting(limit: usize) -> Error {
+        Error::new(
+            ErrorKind::TooManyWaiting,
+            format!("{limit} caller(s) already wait for a connection (max_waiting)"),
+        )
     }
 
     pub(crate) fn not_available(cause: Option<&Error>) -> Error {
@@ -415,6 +425,11 @@ impl Error {
         self.kind() == ErrorKind::PoolClosed
     }
 
+    /// The pool refused the call at once because `max_waiting` callers already wait.
+    pub fn is_too_many_waiting(&self) -> bool {
+        self.kind() == ErrorKind::TooManyWaiting
+    }
+
     /// The query parameters were wrong; nothing was sent.
     pub fn is_parameter(&self) -> bool {
         self.kind() == ErrorKind::Parameter
@@ -486,6 +501,7 @@ impl fmt::Display for Error {
             ErrorKind::Conversion => "conversion failed",
             ErrorKind::Usage => "invalid use",
             ErrorKind::Protocol => "protocol error",
+            ErrorKind::TooManyWaiting => "too many callers waiting",
         };
         if self.0.message.is_empty() {
             f.write_str(what)?;

@@ -54,7 +54,8 @@ pub use error::{DbErrorClass, Error, ErrorKind, Result};
 pub use executor::{Executor, PlainSocket, Socket, TcpSocket};
 pub use listener::{Listener, ListenerEvent, Notification};
 pub use pool::{
-    Pool, PoolBuilder, PoolConfig, PoolCounters, PoolStatus, PooledConnection, RetryPolicy,
+    Pool, PoolBuilder, PoolConfig, PoolCounters, PoolStats, PoolStatus, PooledConnection,
+    RetryPolicy,
 };
 pub use queryable::{DynQueryable, Queryable};
 pub use tls::SslMode;

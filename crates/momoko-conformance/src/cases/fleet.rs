@@ -143,10 +143,9 @@ pub async fn target_session_attrs_choose_the_server(ctx: &Ctx) {
     s.stop(momoko_testkit::StopMode::Fast).await.unwrap();
     assert!(!on_standby(&pool).await, "fell back to the primary");
     s.start().await.unwrap();
-    // The pool keeps its connection to the primary until it is replaced; a replaced one walks
-    // the hosts again and finds the standby.
-    pool.getconn().await.unwrap().discard();
-    eventually(ctx, "a replacement connection", || pool.status().free == 1).await;
+    // The pool keeps its connection to the primary until it is replaced: `drain()` replaces
+    // it, and the new one walks the hosts again and finds the standby.
+    within(ctx, Duration::from_secs(30), "drain", pool.drain()).await;
     assert!(on_standby(&pool).await, "back on the standby");
     pool.close().await;
     drop_off_thread((handle, pair)).await;

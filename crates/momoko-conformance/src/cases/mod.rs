@@ -8,6 +8,7 @@ pub mod deadpool;
 pub mod faults;
 pub mod fleet;
 pub mod hostile;
+pub mod lifecycle;
 pub mod listen;
 pub mod pool;
 pub mod pooler;

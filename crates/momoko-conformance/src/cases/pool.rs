@@ -7,10 +7,10 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use futures::future::join_all;
-use momoko_core::{Connection, Pool, RetryPolicy};
+use momoko_core::{Pool, RetryPolicy};
 
 use crate::support::{
-    assert_settled, await_lock_waiters, backend_pid, eventually, pool_pid, scalar, within,
+    assert_settled, await_lock_waiters, backend_pid, eventually, pool_pid, within,
 };
 use crate::Ctx;
 

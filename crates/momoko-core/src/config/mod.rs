@@ -6,7 +6,10 @@
 //! * [`session`]: which server of a host list a session may use (`target_session_attrs`,
 //!   `load_balance_hosts`);
 //! * [`options`]: [`ConnectOptions`], the parsed result users hold.
+//! * [`options`]: [`ConnectOptions`], the parsed result users hold;
+//! * [`credentials`]: a provider asked for the password or the options of each new connection.
 
+mod credentials;
 mod dsn;
 mod env;
 mod hosts;
@@ -15,6 +18,7 @@ mod session;
 #[cfg(test)]
 pub(crate) mod tests;
 
+pub(crate) use credentials::{Credentials, Provided};
 pub(crate) use hosts::Target;
 pub use options::ConnectOptions;
 pub(crate) use session::ServerRole;

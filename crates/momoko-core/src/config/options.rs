@@ -138,6 +138,12 @@ impl ConnectOptions {
         self
     }
 
+    /// The same settings with `password` (from a credential provider).
+    pub(crate) fn password(mut self, password: &str) -> ConnectOptions {
+        self.pg.password(password);
+        self
+    }
+
     /// The per-host connect timeout, if any.
     pub fn get_connect_timeout(&self) -> Option<Duration> {
         self.pg.get_connect_timeout().copied()

@@ -301,6 +301,12 @@ impl Connection {
         now.saturating_duration_since(heard)
     }
 
+    /// When the connection opened, on its executor's clock (pools replace connections past their
+    /// lifetime).
+    pub(crate) fn born(&self) -> Instant {
+        self.born
+    }
+
     fn heard_at(&self, now: Instant) {
         let nanos = now.saturating_duration_since(self.born).as_nanos();
         self.heard

@@ -1,17 +1,19 @@
 //! [`PoolBuilder`]: Momoko's knobs with Momoko's defaults, plus timeouts.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::ConnectOptions;
+use crate::config::{ConnectOptions, Credentials, Provided};
 #[cfg(doc)]
 use crate::error::ErrorKind;
 use crate::error::{Error, Result};
 use crate::executor::Executor;
 use crate::pool::engine::PoolInner;
 use crate::pool::settings::{
-    PoolConfig, RetryPolicy, DEFAULT_ADAPTIVE_DEPTH, DEFAULT_CONNECT_TIMEOUT,
+    check_duration, check_sizes, PoolConfig, RetryPolicy, DEFAULT_ADAPTIVE_DEPTH,
+    DEFAULT_CONNECT_TIMEOUT, MAX_DURATION,
 };
 use crate::pool::Pool;
 
@@ -38,6 +40,7 @@ pub struct PoolBuilder {
     executor: Arc<dyn Executor>,
     config: PoolConfig,
     max_size_set: bool,
+    credentials: Option<Credentials>,
 }
 
 impl fmt::Debug for PoolBuilder {
@@ -45,6 +48,7 @@ impl fmt::Debug for PoolBuilder {
         f.debug_struct("PoolBuilder")
             .field("options", &self.dsn.as_ref().ok())
             .field("config", &self.config)
+            .field("credential_provider", &self.credentials.is_some())
             .finish()
     }
 }
@@ -56,11 +60,13 @@ impl PoolBuilder {
             executor,
             config: PoolConfig::default(),
             max_size_set: false,
+            credentials: None,
         }
     }
 
     /// Connections opened by `connect()` and kept open: the pool reconnects dead ones back up
-    /// to this number. Must be at least 1. Defaults to 1.
+    /// to this number. Must be at least 1. Defaults to 1. [`Pool::resize`] changes it at run
+    /// time.
     pub fn size(mut self, size: usize) -> PoolBuilder {
         self.config.size = size;
         if !self.max_size_set {
@@ -70,7 +76,8 @@ impl PoolBuilder {
     }
 
     /// The most connections the pool opens when callers would otherwise wait ("stretching").
-    /// Must be at least `size`. Defaults to `size` (no stretching).
+    /// Must be at least `size`, and at most 262 143 (PostgreSQL's own limit). Defaults to
+    /// `size` (no stretching). [`Pool::resize`] changes it at run time.
     pub fn max_size(mut self, max_size: usize) -> PoolBuilder {
         self.config.max_size = max_size;
         self.max_size_set = true;
@@ -79,7 +86,7 @@ impl PoolBuilder {
 
     /// Minimum time between attempts to reopen dead connections. While the database is down and
     /// the last attempt is more recent than this, callers get
-    /// [`ErrorKind::DatabaseNotAvailable`] at once. Defaults to 500 ms.
+    /// [`ErrorKind::DatabaseNotAvailable`] at once. Defaults to 500 ms; from 10 ms to a year.
     pub fn reconnect_interval(mut self, interval: Duration) -> PoolBuilder {
         self.config.reconnect_interval = interval;
         self
@@ -118,27 +125,28 @@ impl PoolBuilder {
     }
 
     /// How long a connection above `size` must be idle before it may be closed. Defaults to
-    /// 2 minutes.
+    /// 2 minutes; from 10 ms to a year.
     pub fn shrink_delay(mut self, delay: Duration) -> PoolBuilder {
         self.config.shrink_delay = delay;
         self
     }
 
-    /// How often idle extras are looked for. Defaults to 2 minutes.
+    /// How often idle extras are looked for. Defaults to 2 minutes; from 10 ms to a year.
     pub fn shrink_period(mut self, period: Duration) -> PoolBuilder {
         self.config.shrink_period = period;
         self
     }
 
     /// Longest a caller waits for a connection before failing with
-    /// [`ErrorKind::Timeout`]. Defaults to no limit.
+    /// [`ErrorKind::Timeout`]. Defaults to no limit; from 10 ms to a year.
     pub fn acquire_timeout(mut self, timeout: Duration) -> PoolBuilder {
         self.config.acquire_timeout = Some(timeout);
         self
     }
 
-    /// Longest each connection attempt may take (per host). Defaults to the DSN's
-    /// `connect_timeout`, or 10 seconds (a pool never waits forever on a silent server).
+    /// Longest each connection attempt may take (per host), and longest a credential provider
+    /// may take to answer. Defaults to the DSN's `connect_timeout`, or 10 seconds (a pool never
+    /// waits forever on a silent server); from 10 ms to a year.
     pub fn connect_timeout(mut self, timeout: Duration) -> PoolBuilder {
         self.dsn = self.dsn.map(|o| o.connect_timeout(timeout));
         self
@@ -146,7 +154,7 @@ impl PoolBuilder {
 
     /// Longest a statement run through the pool may take. When it elapses the statement is
     /// cancelled on the server, its connection is closed (never reused in an unknown state) and
-    /// the caller gets [`ErrorKind::Timeout`]. Defaults to no limit.
+    /// the caller gets [`ErrorKind::Timeout`]. Defaults to no limit; from 10 ms to a year.
     pub fn statement_timeout(mut self, timeout: Duration) -> PoolBuilder {
         self.config.statement_timeout = Some(timeout);
         self
@@ -257,12 +265,122 @@ impl PoolBuilder {
         self
     }
 
+    /// Age after which a connection is replaced: once older than this plus a jitter of up to
+    /// 10 % (its own, so connections opened together are not replaced together), it is closed
+    /// and reopened in the background the next time it is free. It is never closed under a
+    /// caller, and at most two replacements are opened at once.
+    ///
+    /// This spreads connections again over the servers behind a load balancer after a failover
+    /// or a scale-out, lets the server free what long sessions accumulate, and follows
+    /// credential rotation. `None` keeps connections until they die. Defaults to 30 minutes;
+    /// from 1 second to a year.
+    ///
+    /// While the pool is below `max_size`, a replacement is opened before the old connection
+    /// closes; at `max_size` the old one closes as its replacement starts (the pool never
+    /// exceeds `max_size`).
+    pub fn max_lifetime(mut self, lifetime: impl Into<Option<Duration>>) -> PoolBuilder {
+        self.config.max_lifetime = lifetime.into();
+        self
+    }
+
+    /// The most callers that may wait for a connection at once: past it, a caller fails at once
+    /// with [`ErrorKind::TooManyWaiting`] instead of queueing (psycopg_pool's `max_waiting`).
+    /// Shedding load early keeps a saturated service answering within its deadlines rather than
+    /// queueing work whose callers have given up. At least 1. Defaults to no limit.
+    pub fn max_waiting(mut self, max_waiting: usize) -> PoolBuilder {
+        self.config.max_waiting = Some(max_waiting);
+        self
+    }
+
+    /// Warns once, through `tracing` (target `momoko`, level WARN), about a connection taken with
+    /// [`Pool::getconn`] and held longer than `threshold`: the warning names the line that took
+    /// it and how long it has been held (HikariCP's `leakDetectionThreshold`). Only a warning:
+    /// the connection is not taken back. The pool's maintenance pass looks for such connections
+    /// at least four times per threshold, so a warning comes at most a quarter of the threshold
+    /// late. Defaults to off; from 10 ms to a year.
+    pub fn leak_threshold(mut self, threshold: Duration) -> PoolBuilder {
+        self.config.leak_threshold = Some(threshold);
+        self
+    }
+
+    /// The pool's name in its metrics (`db.client.connection.pool.name`) and leak warnings.
+    /// Defaults to `host:port/dbname` of the first host.
+    pub fn name(mut self, name: impl Into<String>) -> PoolBuilder {
+        self.config.name = name.into();
+        self
+    }
+
+    /// Asks `provider` for the password of each new connection (AWS IAM authentication tokens,
+    /// Vault leases, a rotated secret): the password of the DSN, if any, is replaced by its
+    /// answer. The answer is reused for [`credentials_refresh`](PoolBuilder::credentials_refresh)
+    /// (by default it is asked every time), and forgotten when the server refuses it.
+    ///
+    /// A provider that fails, or takes longer than the connect timeout, fails that connect with
+    /// [`ErrorKind::Connect`] and the provider's message; the pool retries as for any failed
+    /// connect. The password is never printed (in `Debug`, errors or logs).
+    ///
+    /// ```no_run
+    /// # async fn fetch_token() -> Result<String, std::io::Error> { Ok(String::new()) }
+    /// # fn demo(executor: std::sync::Arc<dyn momoko_core::Executor>) -> momoko_core::Result<()> {
+    /// use std::time::Duration;
+    ///
+    /// let pool = momoko_core::Pool::builder("host=db.internal user=app dbname=app", executor)
+    ///     .password_provider(|| fetch_token())
+    ///     .credentials_refresh(Duration::from_secs(600))
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn password_provider<F, Fut, E>(mut self, provider: F) -> PoolBuilder
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<String, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.credentials = Some(Credentials::new(move || {
+            let answer = provider();
+            async move { answer.await.map(Provided::Password).map_err(Into::into) }
+        }));
+        self
+    }
+
+    /// Asks `provider` for the whole [`ConnectOptions`] of each new connection (hosts, user and
+    /// password together, for a secret store that hands out whole credentials). It replaces
+    /// the DSN's settings; a connect timeout the answer lacks is taken from the builder or the
+    /// DSN. Cached and failing as with
+    /// [`password_provider`](PoolBuilder::password_provider).
+    pub fn options_provider<F, Fut, E>(mut self, provider: F) -> PoolBuilder
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<ConnectOptions, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.credentials = Some(Credentials::new(move || {
+            let answer = provider();
+            async move {
+                answer
+                    .await
+                    .map(|o| Provided::Options(Box::new(o)))
+                    .map_err(Into::into)
+            }
+        }));
+        self
+    }
+
+    /// How long an answer of the credential provider is reused for new connections before the
+    /// provider is asked again. An answer the server refused is never reused. Zero asks for
+    /// every connection. Defaults to zero; at most a year.
+    pub fn credentials_refresh(mut self, refresh: Duration) -> PoolBuilder {
+        self.config.credentials_refresh = refresh;
+        self
+    }
+
     /// Creates the pool and starts opening its `size` connections in the background, without
     /// waiting. Queries made before they are open wait for them.
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Config`] for an invalid DSN or settings (`size` of 0, `max_size < size`).
+    /// [`ErrorKind::Config`] for an invalid DSN or settings: `size` of 0, `max_size < size`, a
+    /// duration outside the bounds its setter states, `max_waiting` of 0.
     pub fn build(self) -> Result<Pool> {
         let mut options = self.dsn?;
         if options.get_connect_timeout().is_none() {
@@ -280,21 +398,49 @@ impl PoolBuilder {
                  apply to the next (set them on the pooler's server side, per role or database)",
             ));
         }
-        if c.size == 0 {
-            return Err(Error::config("pool size must be at least 1"));
+        check_sizes(c.size, c.max_size)?;
+        check_duration("connect_timeout", options.get_connect_timeout())?;
+        check_duration("reconnect_interval", Some(c.reconnect_interval))?;
+        check_duration("shrink_delay", Some(c.shrink_delay))?;
+        check_duration("shrink_period", Some(c.shrink_period))?;
+        check_duration("acquire_timeout", c.acquire_timeout)?;
+        check_duration("statement_timeout", c.statement_timeout)?;
+        check_duration("leak_threshold", c.leak_threshold)?;
+        check_duration("max_lifetime", c.max_lifetime)?;
+        if let Some(lifetime) = c.max_lifetime {
+            if lifetime < MIN_LIFETIME {
+                return Err(Error::config(format!(
+                    "max_lifetime ({lifetime:?}) must be at least {MIN_LIFETIME:?}: shorter, \
+                     connections would be replaced about as fast as they open"
+                )));
+            }
         }
-        if c.max_size < c.size {
+        if c.credentials_refresh > MAX_DURATION {
             return Err(Error::config(format!(
-                "max_size ({}) must be at least size ({})",
-                c.max_size, c.size
+                "credentials_refresh ({:?}) must be at most a year",
+                c.credentials_refresh
             )));
         }
+        if c.max_waiting == Some(0) {
+            return Err(Error::config(
+                "max_waiting must be at least 1 (leave it unset for no limit)",
+            ));
+        }
+        if config.name.is_empty() {
+            config.name = default_name(&options);
+        }
+        let credentials = self
+            .credentials
+            .map(|c| Arc::new(c.refresh(config.credentials_refresh)));
         Ok(Pool {
-            inner: PoolInner::new(self.executor, options, config),
+            inner: PoolInner::new(self.executor, options, config, credentials),
         })
     }
 
     /// Creates the pool and waits until its `size` connections are open.
+    ///
+    /// With a credential provider, the provider is asked during this call (and the pool's
+    /// connects fail with its error if it fails).
     ///
     /// # Errors
     ///
@@ -310,4 +456,25 @@ impl PoolBuilder {
             }
         }
     }
+}
+
+/// The shortest `max_lifetime`: a connection opens in milliseconds on a LAN but may take a
+/// second across regions with TLS; a shorter lifetime would spend the pool's time reconnecting.
+const MIN_LIFETIME: Duration = Duration::from_secs(1);
+
+/// `host:port/dbname` of the first host (or its socket directory).
+fn default_name(options: &ConnectOptions) -> String {
+    let pg = options.as_tokio_postgres();
+    let host = match pg.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        #[cfg(unix)]
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => pg
+            .get_hostaddrs()
+            .first()
+            .map_or_else(|| "localhost".to_owned(), ToString::to_string),
+    };
+    let port = pg.get_ports().first().copied().unwrap_or(5432);
+    let db = pg.get_dbname().or(pg.get_user()).unwrap_or_default();
+    format!("{host}:{port}/{db}")
 }

@@ -20,9 +20,19 @@
 //! even if it could pipeline onto a connection now; each freed connection or finished pipelined
 //! statement serves the queue from its front, and the first waiter that cannot be served stops
 //! the round (an exclusive waiter at the front lets the connections' pipelined statements drain).
+//!
+//! Lifecycle: a connection older than `max_lifetime` (plus its own jitter of up to 10 %), or
+//! opened before the latest `drain()`, is *expired*. It is never closed under a caller: it is
+//! replaced when it is free (found idle by the maintenance pass, or as it comes back). When the
+//! pool has room below `max_size`, the replacement is opened first and the old connection stays
+//! in service until it arrives (it is *covered*); at `max_size`, the old one closes as its
+//! replacement starts. At most [`ROTATION_IN_FLIGHT`] replacements are opened at once, so the
+//! jitter and that bound spread them. The clock these decisions read is the one the maintenance
+//! pass last read (`State::clock`): returning a connection reads no clock.
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::panic::Location;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -32,12 +42,14 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 use tracing::{debug, info, warn};
 
-use crate::config::{ConnectOptions, TargetSessionAttrs};
+use crate::config::{ConnectOptions, Credentials, TargetSessionAttrs};
 use crate::connection::{Connection, Liveness};
 use crate::error::{Error, Result};
 use crate::executor::{timeout, SharedExecutor};
+use crate::pool::metrics::Metrics;
 use crate::pool::pipeline::{Candidate, Lane, Learned, Pipelining};
-use crate::pool::{PoolConfig, PoolCounters, PoolStatus};
+use crate::pool::settings::MIN_DURATION;
+use crate::pool::{PoolConfig, PoolCounters, PoolStats, PoolStatus};
 use tokio_postgres::error::SqlState;
 
 /// How many connects the whole pool runs at once to grow for waiters. More start only as these
@@ -49,6 +61,23 @@ use tokio_postgres::error::SqlState;
 /// burst still stretches fully: each finished connect serves a waiter and starts the next.
 pub(crate) const GROWTH_IN_FLIGHT: usize = 2;
 
+/// How many replacements of expired connections (`max_lifetime`, `drain()`) the pool opens at
+/// once.
+///
+/// Why 2: a pool of 100 connections opened together, with the default 30-minute lifetime,
+/// expires them over the 3 minutes of jitter, one every 1.8 s; two connects in flight keep up
+/// with that even at 1 s per connect (TLS across a region), and a `drain()` of 100 connections
+/// with 20 ms connects takes a second without doubling the server's connection rate.
+const ROTATION_IN_FLIGHT: usize = 2;
+
+/// The maintenance pass runs at least this many times per `max_lifetime`, so a connection
+/// outlives its deadline by at most 5 % of the lifetime (half the jitter).
+const TICKS_PER_LIFETIME: u32 = 20;
+
+/// The maintenance pass runs at least this many times per `leak_threshold`, so a warning comes
+/// at most 25 % late.
+const TICKS_PER_LEAK_THRESHOLD: u32 = 4;
+
 static POOL_IDS: AtomicU64 = AtomicU64::new(1);
 
 pub(crate) struct PoolInner {
@@ -56,8 +85,15 @@ pub(crate) struct PoolInner {
     pub(crate) executor: SharedExecutor,
     pub(crate) options: ConnectOptions,
     pub(crate) config: PoolConfig,
+    /// Asked for the password or the whole options of each new connection, if set.
+    credentials: Option<Arc<Credentials>>,
+    /// The origin of `State::clock` and of connection ages.
+    epoch: Instant,
+    /// `config.max_lifetime` in nanoseconds.
+    lifetime: Option<u64>,
     state: Mutex<State>,
     counters: Counters,
+    pub(crate) metrics: Metrics,
     /// Statements seen to leave a connection idle when run alone from idle: only these are
     /// pipelined (see [`Learned`]).
     learned: Learned,
@@ -85,6 +121,32 @@ impl Idle {
 
 #[derive(Default)]
 pub(crate) struct State {
+    /// Connections kept open (`resize` changes it).
+    size: usize,
+    /// Most connections (`resize` changes it).
+    max_size: usize,
+    /// Connections above `size` to close as they come back while nobody waits (after `resize`
+    /// made the pool smaller).
+    trim: usize,
+    /// The executor's clock as the maintenance pass last read it, in nanoseconds after
+    /// `PoolInner::epoch`. Lifetimes are compared with it, so no clock is read on the way back.
+    clock: u64,
+    /// Connections opened at or before this (nanoseconds after the epoch) are replaced: the
+    /// latest `drain()`.
+    drain_at: Option<u64>,
+    /// Connects started up to this number were started before the latest `drain()`.
+    drain_seq: u64,
+    /// Connections and connects from before the latest `drain()` still in the pool.
+    stale: usize,
+    /// Replacement connects of expired connections in flight (part of `pending`).
+    rotating: usize,
+    /// Expired connections still in service whose replacement is being opened (addresses).
+    covered: Vec<usize>,
+    /// No replacement starts before this (nanoseconds after the epoch): a replacement connect
+    /// failed, so retry after `reconnect_interval`.
+    rotation_paused_until: u64,
+    /// `getconn` guards held now, when `leak_threshold` is set.
+    held: Slab<Held>,
     idle: VecDeque<Idle>,
     busy: usize,
     /// Returned connections being checked before reuse.
@@ -116,6 +178,21 @@ struct Entry {
     waker: Option<Waker>,
     want: Want,
     outcome: Option<Result<Arc<Connection>>>,
+    /// When it started waiting.
+    since: Instant,
+}
+
+/// A connection held by a caller, watched for leaks (see
+/// [`PoolBuilder::leak_threshold`](crate::PoolBuilder::leak_threshold)). Guards that keep a
+/// connection for their owner register one with [`PoolInner::hold`] and remove it with
+/// [`PoolInner::unhold`].
+struct Held {
+    /// Where the caller took the connection.
+    at: &'static Location<'static>,
+    /// What holds it (`"getconn"`, `"transaction"`), for the warning.
+    what: &'static str,
+    since: Instant,
+    warned: bool,
 }
 
 /// What a caller waits for.
@@ -175,6 +252,43 @@ pub(crate) struct Counters {
     pub(crate) checks: AtomicU64,
     pub(crate) statement_timeouts: AtomicU64,
     pub(crate) shrunk: AtomicU64,
+    pub(crate) rotated: AtomicU64,
+    pub(crate) replaced: AtomicU64,
+    pub(crate) trimmed: AtomicU64,
+    pub(crate) acquire_errors: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+    /// Total time callers waited in the queue, in nanoseconds.
+    pub(crate) wait_nanos: AtomicU64,
+    pub(crate) leaks: AtomicU64,
+}
+
+/// Why a connection leaves the pool (for the counters).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Leaving {
+    /// Dead, or in an unknown state.
+    Lost,
+    /// An idle extra closed by auto-shrink.
+    Shrunk,
+    /// Expired (`max_lifetime`) or drained.
+    Expired,
+    /// Above the sizes `resize` set.
+    Trimmed,
+    /// The pool closed.
+    Closing,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A connection's own share of the jitter, from `0` to a tenth of `lifetime`, drawn from its
+/// opening time (SplitMix64's finalizer: consecutive nanoseconds land far apart).
+fn jitter(born: u64, lifetime: u64) -> u64 {
+    let mut z = born.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    z % (lifetime / 10 + 1)
 }
 
 fn bump(c: &AtomicU64) {
@@ -187,12 +301,19 @@ enum Reason {
     Initial,
     Grow,
     Reconnect,
+    /// Replaces an expired connection.
+    Rotate,
 }
 
 impl State {
     /// Connections the pool has or is opening: what `max_size` bounds.
     fn live(&self) -> usize {
-        self.idle.len() + self.busy + self.checking + self.pending
+        self.open() + self.pending
+    }
+
+    /// Connections the pool has open.
+    fn open(&self) -> usize {
+        self.idle.len() + self.busy + self.checking
     }
 }
 
@@ -201,15 +322,22 @@ impl PoolInner {
         executor: SharedExecutor,
         options: ConnectOptions,
         config: PoolConfig,
+        credentials: Option<Arc<Credentials>>,
     ) -> Arc<PoolInner> {
         let learned = Learned::new(config.adaptive_pipelining, config.pipeline_stall);
+        let epoch = executor.now();
+        let metrics = Metrics::new(&config);
         let inner = Arc::new(PoolInner {
             id: POOL_IDS.fetch_add(1, Ordering::Relaxed),
             executor,
             options,
+            lifetime: config.max_lifetime.map(nanos),
+            credentials,
+            epoch,
             config,
             state: Mutex::new(State::default()),
             counters: Counters::default(),
+            metrics,
             learned,
             connect_seq: AtomicU64::new(0),
         });
@@ -218,8 +346,11 @@ impl PoolInner {
             if inner.config.adaptive_pipelining {
                 st.pipelining = Pipelining::adaptive();
             }
+            st.size = inner.config.size;
+            st.max_size = inner.config.max_size;
             st.pending = inner.config.size;
-            st.last_attempt = Some(inner.executor.now());
+            st.last_attempt = Some(epoch);
+            inner.metrics.sizes(st.size, st.max_size);
         }
         for _ in 0..inner.config.size {
             inner.spawn_connect(Reason::Initial);
@@ -239,11 +370,35 @@ impl PoolInner {
         let executor = self.executor.clone();
         let options = self.options.clone();
         let setsession = self.config.setsession.clone();
+        let credentials = self.credentials.clone();
         let seq = self.connect_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let timed = self.metrics.enabled();
         self.executor.spawn(Box::pin(async move {
-            let result = open_session(&options, &executor, &setsession).await;
+            let start = timed.then(|| executor.now());
+            let result = match &credentials {
+                None => open_session(&options, &executor, &setsession).await,
+                Some(credentials) => match credentials.options(&options, &executor).await {
+                    Ok((fresh, generation)) => {
+                        let result = open_session(&fresh, &executor, &setsession).await;
+                        if result.as_ref().is_err_and(Error::is_auth) {
+                            // The server refused what the provider gave: ask it again next time
+                            // rather than reuse it until the refresh interval ends.
+                            credentials.forget(generation);
+                        }
+                        result
+                    }
+                    Err(e) => Err(e),
+                },
+            };
             match weak.upgrade() {
-                Some(inner) => inner.connect_finished(result, reason, seq),
+                Some(inner) => {
+                    if let (Some(start), Ok(_)) = (start, &result) {
+                        inner
+                            .metrics
+                            .create_time(executor.now().saturating_duration_since(start));
+                    }
+                    inner.connect_finished(result, reason, seq)
+                }
                 None => drop(result),
             }
         }));
@@ -253,9 +408,40 @@ impl PoolInner {
     fn connect_finished(self: &Arc<Self>, result: Result<Connection>, reason: Reason, seq: u64) {
         let mut wake = WakeList::default();
         let mut st = self.lock();
+        if seq <= st.drain_seq {
+            // Started before the latest drain(): its session may carry what the drain is meant
+            // to leave behind (an old password's grant, a dropped role's settings).
+            st.stale = st.stale.saturating_sub(1);
+            if result.is_ok() && !st.closed {
+                bump(&self.counters.opened);
+                bump(&self.counters.closed);
+                bump(&self.counters.replaced);
+                // The same slot, opened again (it still counts as pending, and as growing or
+                // rotating if it did).
+                self.spawn_connect(reason);
+                wake.append(&mut st.watchers);
+                drop(st);
+                drop(result);
+                wake.wake();
+                return;
+            }
+        }
         st.pending -= 1;
         if reason == Reason::Grow {
             st.growing -= 1;
+        }
+        if reason == Reason::Rotate {
+            st.rotating -= 1;
+            // The oldest covered connection's replacement arrived (or failed): it is no longer
+            // waiting for one.
+            if !st.covered.is_empty() {
+                st.covered.remove(0);
+            }
+            if result.is_err() {
+                st.rotation_paused_until = st
+                    .clock
+                    .saturating_add(nanos(self.config.reconnect_interval));
+            }
         }
         if reason == Reason::Initial {
             st.initial.0 += 1;
@@ -264,6 +450,7 @@ impl PoolInner {
             }
         }
         let mut unused = None;
+        let mut closing = Vec::new();
         match result {
             Ok(conn) => {
                 st.last_success_seq = st.last_success_seq.max(seq);
@@ -274,7 +461,7 @@ impl PoolInner {
                 if st.down.take().is_some() {
                     info!(target: "momoko", pool = self.id, "database reachable again");
                     // The probe answered: reopen the other missing connections now.
-                    let missing = self.config.size.saturating_sub(st.live() + 1);
+                    let missing = st.size.saturating_sub(st.live() + 1);
                     if !st.closed && missing > 0 {
                         st.pending += missing;
                         for _ in 0..missing {
@@ -282,7 +469,10 @@ impl PoolInner {
                         }
                     }
                 }
-                if st.closed {
+                if st.closed || (reason != Reason::Rotate && st.open() >= st.max_size) {
+                    // Closed, or the pool filled up while it was opening (`resize` lowered
+                    // `max_size`, or replacements of expired connections took the room); a
+                    // replacement stays: the connection it replaces closes when free.
                     bump(&self.counters.closed);
                     unused = Some(conn);
                 } else {
@@ -297,6 +487,10 @@ impl PoolInner {
                         "connection opened"
                     );
                     self.put_back(&mut st, Arc::new(conn), &mut wake);
+                    if reason == Reason::Rotate {
+                        // The spare is here: an expired connection that is free now can go.
+                        self.rotate_idle(&mut st, &mut closing);
+                    }
                 }
             }
             Err(e) => {
@@ -330,8 +524,10 @@ impl PoolInner {
         }
         wake.append(&mut st.watchers);
         self.grow_if_needed(&mut st);
+        self.publish(&st);
         drop(st);
         drop(unused);
+        drop(closing);
         wake.wake();
     }
 
@@ -396,8 +592,7 @@ impl PoolInner {
                 } {
                     let idle = st.idle.remove(pos)?;
                     if idle.conn.is_closed() || !self.serves(&idle.conn) {
-                        bump(&self.counters.discarded);
-                        bump(&self.counters.closed);
+                        self.leaving(st, &idle.conn, Leaving::Lost);
                         continue;
                     }
                     st.busy += 1;
@@ -448,7 +643,7 @@ impl PoolInner {
             return;
         }
         while st.waiters.len() > st.pending
-            && st.live() < self.config.max_size
+            && st.live() < st.max_size
             && st.growing < GROWTH_IN_FLIGHT
         {
             st.pending += 1;
@@ -490,7 +685,14 @@ impl PoolInner {
             if last {
                 // It becomes the most recently used free connection, as after a checkout.
                 if let Some(idle) = st.idle.remove(pos) {
-                    st.idle.push_back(idle);
+                    let born = self.age_key(&idle.conn);
+                    // Out of the idle list for now: not counted (`uncounted` is 1).
+                    if self.expired(&st, born) && self.rotate_one(&mut st, &idle.conn, 1) {
+                        // Its statements are done and it is past its lifetime: replaced now.
+                        self.leaving(&mut st, &idle.conn, Leaving::Expired);
+                    } else {
+                        st.idle.push_back(idle);
+                    }
                 }
             }
         }
@@ -515,10 +717,15 @@ impl PoolInner {
         // The idle list's reference plus the caller's.
         let alone = Arc::strong_count(conn) == 2;
         if let Some(pos) = st.idle.iter().position(|i| Arc::ptr_eq(&i.conn, conn)) {
-            st.idle.remove(pos);
-            bump(&self.counters.closed);
-            bump(&self.counters.discarded);
+            if let Some(idle) = st.idle.remove(pos) {
+                self.leaving(&mut st, &idle.conn, Leaving::Lost);
+            }
             self.replace_if_needed(&mut st);
+            self.publish(&st);
+            let mut wake = WakeList::default();
+            wake.append(&mut st.watchers);
+            drop(st);
+            wake.wake();
             alone
         } else {
             false
@@ -529,7 +736,7 @@ impl PoolInner {
     /// `acquire_timeout`.
     pub(crate) async fn checkout(self: &Arc<Self>, want: Want) -> Result<Arc<Connection>> {
         let acquire = self.acquire(want);
-        match self.config.acquire_timeout {
+        let result = match self.config.acquire_timeout {
             None => acquire.await,
             Some(limit) => match timeout(&*self.executor, limit, acquire).await {
                 Ok(r) => r,
@@ -540,7 +747,11 @@ impl PoolInner {
                     )))
                 }
             },
+        };
+        if result.is_err() {
+            bump(&self.counters.acquire_errors);
         }
+        result
     }
 
     /// When statements must prove their connection alive first (see
@@ -581,6 +792,7 @@ impl PoolInner {
         st.busy -= 1;
         st.checking += 1;
         bump(&self.counters.checks);
+        self.publish(&st);
     }
 
     /// The check of a returned connection ended: it is reused when it came out clean, closed
@@ -599,13 +811,34 @@ impl PoolInner {
         }
         let keep = reusable && !st.closed && !conn.is_closed();
         let mut unused = None;
-        if keep {
+        let retire = if !keep {
+            None
+        } else if self.rotates(&st)
+            && self.expired(&st, self.age_key(&conn))
+            && self.rotate_one(&mut st, &conn, 1)
+        {
+            Some(Leaving::Expired)
+        } else if self.trims(&mut st) {
+            Some(Leaving::Trimmed)
+        } else {
+            None
+        };
+        if let Some(why) = retire {
+            self.leaving(&mut st, &conn, why);
+            unused = Some(conn);
+            self.replace_if_needed(&mut st);
+        } else if keep {
             self.put_back(&mut st, conn, &mut wake);
         } else {
-            bump(&self.counters.closed);
-            if !reusable {
-                bump(&self.counters.discarded);
-            }
+            self.leaving(
+                &mut st,
+                &conn,
+                if reusable {
+                    Leaving::Closing
+                } else {
+                    Leaving::Lost
+                },
+            );
             debug!(
                 target: "momoko",
                 pool = self.id,
@@ -620,6 +853,7 @@ impl PoolInner {
             self.replace_if_needed(&mut st);
         }
         wake.append(&mut st.watchers);
+        self.publish(&st);
         drop(st);
         drop(unused);
         wake.wake();
@@ -631,12 +865,9 @@ impl PoolInner {
         if st.closed {
             return;
         }
-        if !st.waiters.is_empty()
-            && st.pending < st.waiters.len()
-            && st.live() < self.config.max_size
-        {
+        if !st.waiters.is_empty() && st.pending < st.waiters.len() && st.live() < st.max_size {
             st.pending += 1;
-            if st.live() <= self.config.size {
+            if st.live() <= st.size {
                 self.spawn_connect(Reason::Reconnect);
             } else {
                 st.growing += 1;
@@ -651,7 +882,7 @@ impl PoolInner {
         let dead = if st.closed {
             0
         } else {
-            self.config.size.saturating_sub(live)
+            st.size.saturating_sub(live)
         };
         PoolStatus {
             free: st.idle.len(),
@@ -661,8 +892,8 @@ impl PoolInner {
             dead,
             waiting: st.waiters.len(),
             total: live + dead,
-            size: self.config.size,
-            max_size: self.config.max_size,
+            size: st.size,
+            max_size: st.max_size,
             closed: st.closed,
             database_down: st.down.is_some(),
             pipelined: st.shared_in_flight,
@@ -685,6 +916,35 @@ impl PoolInner {
             statement_timeouts: get(&c.statement_timeouts),
             shrunk: get(&c.shrunk),
             checks: get(&c.checks),
+            rotated: get(&c.rotated),
+            replaced: get(&c.replaced),
+            trimmed: get(&c.trimmed),
+            acquire_errors: get(&c.acquire_errors),
+            rejected: get(&c.rejected),
+            wait_time: Duration::from_nanos(get(&c.wait_nanos)),
+            leaks: get(&c.leaks),
+        }
+    }
+
+    /// psycopg_pool's `get_stats()`: the status and the counters in its terms.
+    pub(crate) fn stats(&self) -> PoolStats {
+        let s = self.status();
+        let c = self.counters();
+        PoolStats {
+            pool_min: s.size,
+            pool_max: s.max_size,
+            pool_size: s.free + s.busy + s.checking + s.pending,
+            pool_available: s.free,
+            requests_waiting: s.waiting,
+            requests_num: c.acquires,
+            requests_queued: c.acquire_waits,
+            requests_wait_time: c.wait_time,
+            requests_errors: c.acquire_errors,
+            connections_num: c.connections_opened,
+            connections_errors: c.connect_failures,
+            connections_lost: c.discarded,
+            connections_replaced: c.replaced,
+            connections_rotated: c.rotated,
         }
     }
 
@@ -701,6 +961,20 @@ impl PoolInner {
     /// A caller gave up waiting after `acquire_timeout`.
     pub(crate) fn count_acquire_timeout(&self) {
         bump(&self.counters.acquire_timeouts);
+        self.metrics.timeout();
+    }
+
+    /// A caller stopped waiting in the queue: served (`obtained`), failed, timed out or gone.
+    /// Every wait counts in the total; only those that obtained a connection are a sample of
+    /// `db.client.connection.wait_time`.
+    fn waited(&self, since: Instant, obtained: bool) {
+        let waited = self.executor.now().saturating_duration_since(since);
+        self.counters
+            .wait_nanos
+            .fetch_add(nanos(waited), Ordering::Relaxed);
+        if obtained {
+            self.metrics.waited(waited);
+        }
     }
 
     /// Whether `conn`'s server, as it last reported its role, still qualifies for the pool's
@@ -743,12 +1017,12 @@ impl PoolInner {
             }
         }
         st.idle = kept;
-        for _ in &closed {
-            bump(&self.counters.closed);
-            bump(&self.counters.discarded);
+        for idle in &closed {
+            self.leaving(&mut st, &idle.conn, Leaving::Lost);
         }
         warn!(target: "momoko", pool = self.id, server = %target, closed = closed.len(), "the server refused a write: it is read-only now; leaving it");
         self.replace_if_needed(&mut st);
+        self.publish(&st);
         drop(st);
         drop(closed);
     }
@@ -775,10 +1049,11 @@ impl PoolInner {
         let mut wake = WakeList::default();
         self.fail_waiters(&mut st, Error::pool_closed, &mut wake);
         let idle: Vec<Idle> = st.idle.drain(..).collect();
-        for _ in &idle {
-            bump(&self.counters.closed);
+        for i in &idle {
+            self.leaving(&mut st, &i.conn, Leaving::Closing);
         }
         wake.append(&mut st.watchers);
+        self.publish(&st);
         drop(st);
         drop(idle);
         wake.wake();
@@ -798,6 +1073,7 @@ impl PoolInner {
 
     /// Resolves once every initial connect finished; gives (finished, failed).
     pub(crate) async fn initial_round(self: &Arc<Self>) -> (usize, usize) {
+        // The initial round opens the size the pool was built with (`resize` does not change it).
         let size = self.config.size;
         Watch {
             inner: Arc::clone(self),
@@ -816,14 +1092,27 @@ impl PoolInner {
         self.lock().down.as_ref().map(Error::copy)
     }
 
+    /// How often the maintenance pass runs: often enough for what it watches (reconnects,
+    /// shrinking, lifetimes, leaks), and never more than every [`MIN_DURATION`].
+    fn tick(&self) -> Duration {
+        let c = &self.config;
+        let mut tick = c.reconnect_interval;
+        if c.auto_shrink {
+            tick = tick.min(c.shrink_period);
+        }
+        if let Some(lifetime) = c.max_lifetime {
+            tick = tick.min(lifetime / TICKS_PER_LIFETIME);
+        }
+        if let Some(threshold) = c.leak_threshold {
+            tick = tick.min(threshold / TICKS_PER_LEAK_THRESHOLD);
+        }
+        tick.max(MIN_DURATION)
+    }
+
     fn spawn_maintenance(self: &Arc<Self>) {
         let weak: Weak<PoolInner> = Arc::downgrade(self);
         let executor = self.executor.clone();
-        let mut tick = self.config.reconnect_interval;
-        if self.config.auto_shrink {
-            tick = tick.min(self.config.shrink_period);
-        }
-        let tick = tick.max(Duration::from_millis(10));
+        let tick = self.tick();
         self.executor.spawn(Box::pin(async move {
             loop {
                 executor.sleep(tick).await;
@@ -835,25 +1124,33 @@ impl PoolInner {
         }));
     }
 
-    /// One maintenance pass: drop dead idle connections, reconnect up to `size`, shrink idle
-    /// extras. Returns false once the pool is closed.
+    /// One maintenance pass: drop dead idle connections, reconnect up to `size`, replace expired
+    /// idle connections, shrink idle extras, report leaks. Returns false once the pool is
+    /// closed.
     fn maintain(self: &Arc<Self>) -> bool {
         let now = self.executor.now();
+        let mut wake = WakeList::default();
         let mut st = self.lock();
         if st.closed {
             return false;
         }
+        st.clock = nanos(now.saturating_duration_since(self.epoch));
+        let mut closing: Vec<Arc<Connection>> = Vec::new();
         // Health sweep: closed idle connections leave (they become dead slots).
-        let before = st.idle.len();
-        st.idle.retain(|i| !i.conn.is_closed());
-        let removed = before - st.idle.len();
-        for _ in 0..removed {
-            bump(&self.counters.closed);
-            bump(&self.counters.discarded);
+        let mut i = 0;
+        while i < st.idle.len() {
+            if st.idle[i].conn.is_closed() {
+                if let Some(dead) = st.idle.remove(i) {
+                    self.leaving(&mut st, &dead.conn, Leaving::Lost);
+                    closing.push(dead.conn);
+                }
+            } else {
+                i += 1;
+            }
         }
         // Reconnect dead slots, at most once per reconnect_interval. While the database is down,
         // one probe per interval is enough; once it answers, the rest follow at once.
-        let missing = self.config.size.saturating_sub(st.live());
+        let missing = st.size.saturating_sub(st.live());
         let due = st
             .last_attempt
             .is_none_or(|t| now.saturating_duration_since(t) >= self.config.reconnect_interval);
@@ -865,6 +1162,7 @@ impl PoolInner {
                 self.spawn_connect(Reason::Reconnect);
             }
         }
+        self.rotate_idle(&mut st, &mut closing);
         // Shrink idle extras above size, least recently used first.
         if self.config.auto_shrink {
             let shrink_due = st
@@ -872,8 +1170,8 @@ impl PoolInner {
                 .is_none_or(|t| now.saturating_duration_since(t) >= self.config.shrink_period);
             if shrink_due {
                 st.last_shrink = Some(now);
-                let mut shrunk = Vec::new();
-                while st.live() > self.config.size {
+                let mut shrunk = 0;
+                while st.live() > st.size {
                     match st.idle.front() {
                         Some(i)
                             if i.shared() == 0
@@ -882,25 +1180,307 @@ impl PoolInner {
                                 }) =>
                         {
                             if let Some(i) = st.idle.pop_front() {
-                                shrunk.push(i);
+                                self.leaving(&mut st, &i.conn, Leaving::Shrunk);
+                                closing.push(i.conn);
+                                shrunk += 1;
                             }
                         }
                         _ => break,
                     }
                 }
-                for _ in &shrunk {
-                    bump(&self.counters.shrunk);
-                    bump(&self.counters.closed);
+                if shrunk > 0 {
+                    debug!(target: "momoko", pool = self.id, n = shrunk, "shrank idle connections");
                 }
-                if !shrunk.is_empty() {
-                    debug!(target: "momoko", pool = self.id, n = shrunk.len(), "shrank idle connections");
-                }
-                drop(st);
-                drop(shrunk);
-                return true;
             }
         }
+        let leaks = self.overdue(&mut st, now);
+        wake.append(&mut st.watchers);
+        self.publish(&st);
+        drop(st);
+        drop(closing);
+        wake.wake();
+        for (held, for_) in leaks {
+            warn!(
+                target: "momoko",
+                pool = %self.config.name,
+                acquired_at = %held.0,
+                held_for = ?for_,
+                "a {} connection has been held for {for_:?}, longer than leak_threshold \
+                 ({:?}); it was taken at {}",
+                held.1,
+                self.config.leak_threshold.unwrap_or_default(),
+                held.0,
+            );
+        }
         true
+    }
+
+    /// Held connections past `leak_threshold` not reported yet: where they were taken, by what,
+    /// and for how long they have been held. Each is reported once.
+    #[allow(clippy::type_complexity)]
+    fn overdue(
+        &self,
+        st: &mut State,
+        now: Instant,
+    ) -> Vec<((&'static Location<'static>, &'static str), Duration)> {
+        let Some(threshold) = self.config.leak_threshold else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (_, h) in st.held.iter_mut() {
+            let for_ = now.saturating_duration_since(h.since);
+            if !h.warned && for_ >= threshold {
+                h.warned = true;
+                bump(&self.counters.leaks);
+                out.push(((h.at, h.what), for_));
+            }
+        }
+        out
+    }
+
+    /// Watches a connection a caller holds for leaks (when `leak_threshold` is set): `at` is
+    /// where the caller took it, `what` names the guard. Returns the key for
+    /// [`unhold`](PoolInner::unhold), or `None` when leaks are not watched (no lock is taken
+    /// then).
+    ///
+    /// Any guard that keeps a pooled connection for its owner (a `getconn` guard, a transaction
+    /// guard) calls this when it is created and `unhold` when it is dropped.
+    pub(crate) fn hold(&self, at: &'static Location<'static>, what: &'static str) -> Option<usize> {
+        self.config.leak_threshold?;
+        let since = self.executor.now();
+        Some(self.lock().held.insert(Held {
+            at,
+            what,
+            since,
+            warned: false,
+        }))
+    }
+
+    /// The connection registered with [`hold`](PoolInner::hold) under `key` went back.
+    pub(crate) fn unhold(&self, key: usize) {
+        self.lock().held.try_remove(key);
+    }
+
+    /// Books a connection leaving the pool (it closes when its last reference drops, outside
+    /// the lock).
+    fn leaving(&self, st: &mut State, conn: &Arc<Connection>, why: Leaving) {
+        bump(&self.counters.closed);
+        let stale = st.drain_at.is_some_and(|at| self.age_key(conn) <= at);
+        if stale {
+            st.stale = st.stale.saturating_sub(1);
+        }
+        match why {
+            Leaving::Lost => bump(&self.counters.discarded),
+            Leaving::Shrunk => bump(&self.counters.shrunk),
+            Leaving::Trimmed => bump(&self.counters.trimmed),
+            Leaving::Expired if stale => bump(&self.counters.replaced),
+            Leaving::Expired => bump(&self.counters.rotated),
+            Leaving::Closing => {}
+        }
+        if !st.covered.is_empty() {
+            let addr = Arc::as_ptr(conn) as usize;
+            st.covered.retain(|a| *a != addr);
+        }
+    }
+
+    /// When `conn` opened, in nanoseconds after the epoch.
+    fn age_key(&self, conn: &Connection) -> u64 {
+        nanos(conn.born().saturating_duration_since(self.epoch))
+    }
+
+    /// Whether connections can expire at all (a lifetime is set, or `drain()` was called).
+    fn rotates(&self, st: &State) -> bool {
+        self.lifetime.is_some() || st.drain_at.is_some()
+    }
+
+    /// Whether a connection opened at `born` (see [`age_key`](PoolInner::age_key)) is to be
+    /// replaced: it was opened before the latest drain, or it is past its lifetime and jitter.
+    fn expired(&self, st: &State, born: u64) -> bool {
+        if st.drain_at.is_some_and(|at| born <= at) {
+            return true;
+        }
+        match self.lifetime {
+            // Checked without the jitter first: it can only postpone.
+            Some(life) => {
+                born.saturating_add(life) <= st.clock
+                    && born.saturating_add(life).saturating_add(jitter(born, life)) <= st.clock
+            }
+            None => false,
+        }
+    }
+
+    /// An expired connection is free (idle, or coming back): whether to close it now. Starts
+    /// its replacement when none covers it yet. `uncounted` is 1 when `conn` is counted in
+    /// neither `idle`, `busy` nor `checking` (it is being returned), 0 otherwise.
+    fn rotate_one(
+        self: &Arc<Self>,
+        st: &mut State,
+        conn: &Arc<Connection>,
+        uncounted: usize,
+    ) -> bool {
+        if st.closed {
+            return false;
+        }
+        if st.open() + uncounted > st.size {
+            // A spare is open (a replacement that arrived, or a stretched extra): no new connect.
+            return true;
+        }
+        let addr = Arc::as_ptr(conn) as usize;
+        if st.covered.contains(&addr)
+            || st.rotating >= ROTATION_IN_FLIGHT
+            || st.clock < st.rotation_paused_until
+            || st.down.is_some()
+        {
+            return false;
+        }
+        // Room for both when the open connections and the replacements fit in `max_size`
+        // (growth connects under way are not counted: one that arrives to a full pool closes).
+        // The last connection is always replaced first, one over `max_size` for the duration of
+        // a connect: closing it first would leave callers with nothing if the replacement fails
+        // (a rotated password), and keeping it would never rotate a pool of one (the default
+        // `size = max_size = 1`: `drain()` would never finish).
+        let room = st.open() + uncounted + st.rotating < st.max_size
+            || (st.open() + uncounted <= 1 && st.rotating == 0);
+        st.pending += 1;
+        st.rotating += 1;
+        self.spawn_connect(Reason::Rotate);
+        if room {
+            // The old connection serves until its replacement is open.
+            st.covered.push(addr);
+            false
+        } else {
+            // At `max_size`: the old one closes as its replacement starts.
+            true
+        }
+    }
+
+    /// Replaces the expired connections that are free now. One with pipelined statements
+    /// running takes no new ones and closes when they finish (a connection that always carries
+    /// some would otherwise never be free).
+    fn rotate_idle(self: &Arc<Self>, st: &mut State, closing: &mut Vec<Arc<Connection>>) {
+        if !self.rotates(st) {
+            return;
+        }
+        let mut i = 0;
+        while i < st.idle.len() {
+            let idle = &st.idle[i];
+            if self.expired(st, self.age_key(&idle.conn)) {
+                let conn = Arc::clone(&idle.conn);
+                let close = self.rotate_one(st, &conn, 0);
+                drop(conn);
+                if close {
+                    if let Some(old) = st.idle.remove(i) {
+                        self.leaving(st, &old.conn, Leaving::Expired);
+                        closing.push(old.conn);
+                    }
+                    continue;
+                }
+            }
+            i += 1;
+        }
+    }
+
+    /// A connection is coming back while the pool is above the sizes `resize` set: whether to
+    /// close it (above `max_size` always; above `size` only while nobody waits).
+    fn trims(&self, st: &mut State) -> bool {
+        let open = st.open() + 1;
+        if open > st.max_size {
+            st.trim = st.trim.saturating_sub(1);
+            return true;
+        }
+        if st.trim > 0 && open > st.size && st.waiters.is_empty() {
+            st.trim -= 1;
+            return true;
+        }
+        false
+    }
+
+    /// Replaces every connection: those open now and those being opened. Idle ones go at once
+    /// (within [`ROTATION_IN_FLIGHT`] replacements at a time), busy ones as they come back.
+    pub(crate) fn begin_drain(self: &Arc<Self>) {
+        let now = self.executor.now();
+        let mut wake = WakeList::default();
+        let mut st = self.lock();
+        if st.closed {
+            return;
+        }
+        st.clock = nanos(now.saturating_duration_since(self.epoch));
+        st.drain_at = Some(st.clock);
+        st.drain_seq = self.connect_seq.load(Ordering::Relaxed);
+        st.stale = st.live();
+        // A paused rotation must not hold the drain back, nor cached credentials (a drain often
+        // follows a password rotation).
+        st.rotation_paused_until = 0;
+        if let Some(credentials) = &self.credentials {
+            credentials.forget_all();
+        }
+        info!(target: "momoko", pool = self.id, connections = st.stale, "draining");
+        let mut closing = Vec::new();
+        self.rotate_idle(&mut st, &mut closing);
+        wake.append(&mut st.watchers);
+        self.publish(&st);
+        drop(st);
+        drop(closing);
+        wake.wake();
+    }
+
+    /// Resolves once nothing from before the latest drain is left and its replacements have
+    /// been opened (or the pool closed).
+    pub(crate) fn drained_old(self: &Arc<Self>) -> Watch<impl Fn(&State) -> bool> {
+        Watch {
+            inner: Arc::clone(self),
+            done: |st: &State| st.closed || (st.stale == 0 && st.rotating == 0),
+        }
+    }
+
+    /// Sets new sizes: the pool opens connections up to `size` now and closes those above: idle
+    /// ones now, busy ones as they come back (above `max_size` always, above `size` while
+    /// nobody waits).
+    pub(crate) fn resize(self: &Arc<Self>, size: usize, max_size: usize) -> Result<()> {
+        crate::pool::settings::check_sizes(size, max_size)?;
+        let mut wake = WakeList::default();
+        let mut st = self.lock();
+        if st.closed {
+            return Err(Error::pool_closed());
+        }
+        info!(target: "momoko", pool = self.id, from = st.size, to = size, max_size, "resizing");
+        st.size = size;
+        st.max_size = max_size;
+        let mut closing = Vec::new();
+        // Idle extras go now, least recently used first.
+        while st.open() > size {
+            let Some(pos) = st.idle.iter().position(|i| i.shared() == 0) else {
+                break;
+            };
+            if let Some(extra) = st.idle.remove(pos) {
+                self.leaving(&mut st, &extra.conn, Leaving::Trimmed);
+                closing.push(extra.conn);
+            }
+        }
+        st.trim = st.open().saturating_sub(size);
+        let missing = size.saturating_sub(st.live());
+        if missing > 0 && st.down.is_none() {
+            st.pending += missing;
+            for _ in 0..missing {
+                self.spawn_connect(Reason::Reconnect);
+            }
+        }
+        // A larger max_size may serve waiters now.
+        self.grow_if_needed(&mut st);
+        self.metrics.sizes(size, max_size);
+        wake.append(&mut st.watchers);
+        self.publish(&st);
+        drop(st);
+        drop(closing);
+        wake.wake();
+        Ok(())
+    }
+
+    /// Sends the connection counts to the metrics recorder (with the `metrics` feature).
+    #[inline]
+    fn publish(&self, st: &State) {
+        self.metrics
+            .connections(st.idle.len(), st.busy + st.checking, st.waiters.len());
     }
 }
 
@@ -943,7 +1523,17 @@ impl Future for Acquire {
         let Some(key) = this.key else {
             bump(&inner.counters.acquires);
             if let Some(out) = inner.try_now(&mut st, this.want) {
+                if out.is_ok() {
+                    inner.metrics.waited(Duration::ZERO);
+                    inner.publish(&st);
+                }
                 return Poll::Ready(out);
+            }
+            if let Some(limit) = inner.config.max_waiting {
+                if st.waiters.len() >= limit {
+                    bump(&inner.counters.rejected);
+                    return Poll::Ready(Err(Error::too_many_waiting(limit)));
+                }
             }
             // Nothing free. If the database is known down and no connection can come back
             // soon, fail fast (Momoko's DatabaseNotAvailable), unless the reconnect interval
@@ -967,11 +1557,13 @@ impl Future for Acquire {
                 waker: Some(cx.waker().clone()),
                 want: this.want,
                 outcome: None,
+                since: inner.executor.now(),
             });
             st.waiters.push_back(key);
             this.key = Some(key);
             // Grow for this waiter, unless the database is down (reconnects handle that).
             inner.grow_if_needed(&mut st);
+            inner.publish(&st);
             return Poll::Pending;
         };
         let Some(entry) = st.entries.get_mut(key) else {
@@ -981,8 +1573,11 @@ impl Future for Acquire {
         };
         match entry.outcome.take() {
             Some(out) => {
-                st.entries.remove(key);
+                let since = st.entries.remove(key).since;
                 this.key = None;
+                inner.publish(&st);
+                drop(st);
+                inner.waited(since, out.is_ok());
                 Poll::Ready(out)
             }
             None => {
@@ -1009,8 +1604,12 @@ impl Drop for Acquire {
             // statements drain): serve them now.
             self.inner.dispatch(&mut st, &mut wake);
         }
+        self.inner.publish(&st);
         drop(st);
         wake.wake();
+        if let Some(e) = &entry {
+            self.inner.waited(e.since, false);
+        }
         if let Some(Entry {
             outcome: Some(Ok(conn)),
             ..
@@ -1041,5 +1640,27 @@ impl<F: Fn(&State) -> bool + Unpin> Future for Watch<F> {
         }
         st.watchers.push(cx.waker().clone());
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The jitter stays within a tenth of the lifetime and spreads connections opened a few
+    /// nanoseconds apart over that range.
+    #[test]
+    fn jitter_is_bounded_and_spread() {
+        let life = nanos(Duration::from_secs(1800));
+        let draws: Vec<u64> = (0..1000u64).map(|i| jitter(1_000_000 + i, life)).collect();
+        assert!(draws.iter().all(|&j| j <= life / 10));
+        let tenth = life / 10;
+        // Each fifth of the range gets some of the thousand draws.
+        for fifth in 0..5 {
+            let (lo, hi) = (tenth * fifth / 5, tenth * (fifth + 1) / 5);
+            let n = draws.iter().filter(|&&j| j >= lo && j < hi).count();
+            assert!(n > 100, "fifth {fifth}: {n} of 1000");
+        }
+        assert_eq!(jitter(42, 0), 0);
     }
 }

@@ -21,6 +21,7 @@
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
+use std::panic::Location;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,6 +60,11 @@ pub struct PooledConnection {
     inner: Arc<PoolInner>,
     /// Close it instead of returning it (`discard()`, a timed-out statement).
     discard: bool,
+    /// Its record among the connections watched for leaks (see [`PoolInner::hold`]).
+    held: Option<usize>,
+    /// When it was taken, for `db.client.connection.use_time`.
+    #[cfg(feature = "metrics")]
+    taken: std::time::Instant,
 }
 
 impl PooledConnection {
@@ -69,6 +75,17 @@ impl PooledConnection {
             conn: Some(conn),
             inner: Arc::clone(inner),
             discard: false,
+            held: None,
+            #[cfg(feature = "metrics")]
+            taken: inner.executor.now(),
+        }
+    }
+
+    /// Watches this connection for leaks on behalf of the caller at `at` (a no-op unless the
+    /// pool has a `leak_threshold`). `what` names the guard in the warning.
+    pub(crate) fn held_by(&mut self, at: &'static Location<'static>, what: &'static str) {
+        if self.held.is_none() {
+            self.held = self.inner.hold(at, what);
         }
     }
 
@@ -129,6 +146,16 @@ impl fmt::Debug for PooledConnection {
 
 impl Drop for PooledConnection {
     fn drop(&mut self) {
+        if let Some(key) = self.held.take() {
+            self.inner.unhold(key);
+        }
+        #[cfg(feature = "metrics")]
+        self.inner.metrics.used_for(
+            self.inner
+                .executor
+                .now()
+                .saturating_duration_since(self.taken),
+        );
         if let Some(conn) = self.conn.take() {
             give_back(&self.inner, conn, self.discard);
         }

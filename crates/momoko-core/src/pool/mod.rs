@@ -2,27 +2,31 @@
 //!
 //! * `builder.rs`, `settings.rs`: how a pool is configured, and its defaults;
 //! * `engine.rs`: the state machine: idle, busy, checking and pending connections, the queue of
-//!   waiters, paced growth, reconnects and shrinking;
+//!   waiters, paced growth, reconnects, shrinking, lifetimes, drain, resize and leak watch;
 //! * `run.rs`: running one operation on a connection (exclusive or pipelined), with the retry
 //!   decided in one place;
 //! * `guard.rs`: [`PooledConnection`], and how every connection comes back, by its exact state;
-//! * `status.rs`: what the pool reports about itself.
+//! * `status.rs`: what the pool reports about itself;
+//! * `metrics.rs`: the same numbers through the `metrics` facade (with the `metrics` feature).
 
 mod builder;
 mod engine;
 mod guard;
+mod metrics;
 mod pipeline;
 mod run;
 mod settings;
 mod status;
 
 use std::fmt;
+use std::future::Future;
+use std::panic::Location;
 use std::sync::Arc;
 
 pub use builder::PoolBuilder;
 pub use guard::PooledConnection;
 pub use settings::{PoolConfig, RetryPolicy};
-pub use status::{PoolCounters, PoolStatus};
+pub use status::{PoolCounters, PoolStats, PoolStatus};
 
 #[cfg(doc)]
 use crate::connection::Connection;
@@ -46,6 +50,9 @@ use run::{Mogrify, Ping, Statement, Transaction};
 ///   [`ErrorKind::DatabaseNotAvailable`].
 /// * A statement that failed because its connection died is retried once on another connection
 ///   when that is safe (see [`RetryPolicy`]).
+/// * Connections older than `max_lifetime` (30 minutes by default) are replaced while free;
+///   [`drain`](Pool::drain) replaces them all, [`resize`](Pool::resize) changes the sizes, at run
+///   time.
 /// * Cloning is cheap: clones share the same connections. Run queries concurrently with
 ///   `futures::try_join!` on clones or references.
 ///
@@ -215,13 +222,22 @@ impl Pool {
     /// # Ok(()) }
     /// ```
     ///
+    /// With a [`leak_threshold`](crate::PoolBuilder::leak_threshold), a connection held longer
+    /// than the threshold is reported with the line that called `getconn`.
+    ///
     /// # Errors
     ///
     /// [`ErrorKind::Timeout`] after `acquire_timeout`, [`ErrorKind::DatabaseNotAvailable`],
-    /// [`ErrorKind::PoolClosed`], and the liveness check's error when it failed for another
-    /// reason than a dead connection.
-    pub async fn getconn(&self) -> Result<PooledConnection> {
-        run::checkout_verified(&self.inner).await
+    /// [`ErrorKind::TooManyWaiting`] past `max_waiting`, [`ErrorKind::PoolClosed`], and the
+    /// liveness check's error when it failed for another reason than a dead connection.
+    #[track_caller]
+    pub fn getconn(&self) -> impl Future<Output = Result<PooledConnection>> + Send + '_ {
+        let at = Location::caller();
+        async move {
+            let mut conn = run::checkout_verified(&self.inner).await?;
+            conn.held_by(at, "getconn");
+            Ok(conn)
+        }
     }
 
     /// Like [`getconn`](Pool::getconn) (Momoko's `getconn(ping=False)`), without proving the
@@ -231,8 +247,14 @@ impl Pool {
     /// # Errors
     ///
     /// As [`getconn`](Pool::getconn).
-    pub async fn getconn_unverified(&self) -> Result<PooledConnection> {
-        run::checkout(&self.inner).await
+    #[track_caller]
+    pub fn getconn_unverified(&self) -> impl Future<Output = Result<PooledConnection>> + Send + '_ {
+        let at = Location::caller();
+        async move {
+            let mut conn = run::checkout(&self.inner).await?;
+            conn.held_by(at, "getconn");
+            Ok(conn)
+        }
     }
 
     /// Returns a held connection to the pool now (Momoko's `putconn`); the same as dropping the
@@ -263,9 +285,14 @@ impl Pool {
         self.inner.counters()
     }
 
-    /// The pool's settings.
-    pub fn config(&self) -> &PoolConfig {
-        &self.inner.config
+    /// The pool's settings: as built, except `size` and `max_size`, which are those in force
+    /// (see [`resize`](Pool::resize)).
+    pub fn config(&self) -> PoolConfig {
+        let mut config = self.inner.config.clone();
+        let status = self.status();
+        config.size = status.size;
+        config.max_size = status.max_size;
+        config
     }
 
     /// The executor the pool runs on.
@@ -302,8 +329,10 @@ impl Pool {
     /// # Errors
     ///
     /// As [`getconn`](Pool::getconn), and the server's error for `BEGIN`.
-    pub async fn begin(&self) -> Result<crate::Transaction<'static>> {
-        run::begin(&self.inner, &crate::TransactionOptions::default()).await
+    #[track_caller]
+    pub fn begin(&self) -> impl Future<Output = Result<crate::Transaction<'static>>> + Send + '_ {
+        let at = Location::caller();
+        async move { run::begin(&self.inner, &crate::TransactionOptions::default(), at).await }
     }
 
     /// [`begin`](Pool::begin) with an isolation level, read-only or deferrable mode.
@@ -311,11 +340,13 @@ impl Pool {
     /// # Errors
     ///
     /// As [`begin`](Pool::begin).
-    pub async fn begin_with(
+    #[track_caller]
+    pub fn begin_with(
         &self,
         options: crate::TransactionOptions,
-    ) -> Result<crate::Transaction<'static>> {
-        run::begin(&self.inner, &options).await
+    ) -> impl Future<Output = Result<crate::Transaction<'static>>> + Send + '_ {
+        let at = Location::caller();
+        async move { run::begin(&self.inner, &options, at).await }
     }
 
     /// Runs statements separated by semicolons, without parameters, on a pooled connection,
@@ -457,6 +488,43 @@ impl Pool {
             &self.inner.config.setsession,
         )
         .await
+    }
+
+    /// Replaces every connection gracefully (psycopg_pool's `drain`): statements and held
+    /// connections finish undisturbed and their connections are replaced as they come back;
+    /// idle connections are closed and reopened in the background, at most two at a time, each
+    /// replacement opened before its old connection closes while the pool has room below
+    /// `max_size`. Connects under way when it is called are redone too. Resolves when no
+    /// connection from before the call is left and the replacements are open (or failed to
+    /// open); or at once after `close()`. The pool serves callers throughout.
+    ///
+    /// Use it after a change that only new sessions see: a password rotation, a changed role or
+    /// `search_path`, a new extension, a failover behind a load balancer. Dropping the future
+    /// does not stop the replacement.
+    pub async fn drain(&self) {
+        self.inner.begin_drain();
+        self.inner.drained_old().await;
+    }
+
+    /// Changes `size` and `max_size` at run time. Connections up to the new `size` are opened at
+    /// once; connections above the new bounds are closed without dropping work: idle ones now,
+    /// busy ones as they come back (above `max_size` always, above `size` once nobody waits).
+    /// [`status`](Pool::status) and [`config`](Pool::config) report the new sizes at once;
+    /// `status().total` reaches them as connections open and close.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Config`] when `size` is 0 or `max_size < size` (nothing changes);
+    /// [`ErrorKind::PoolClosed`] after `close()`.
+    pub fn resize(&self, size: usize, max_size: usize) -> Result<()> {
+        self.inner.resize(size, max_size)
+    }
+
+    /// The pool's numbers in psycopg_pool's terms (its `get_stats()`): sizes, waiting requests,
+    /// requests served, queued and failed, total wait time, connections opened, failed, lost,
+    /// replaced by [`drain`](Pool::drain) and rotated by `max_lifetime`.
+    pub fn stats(&self) -> PoolStats {
+        self.inner.stats()
     }
 }
 

@@ -339,14 +339,18 @@ impl Drop for Share<'_> {
 pub(crate) async fn begin(
     inner: &Arc<PoolInner>,
     options: &TransactionOptions,
+    at: &'static std::panic::Location<'static>,
 ) -> Result<TransactionGuard<'static>> {
-    let conn = checkout(inner).await?;
+    let mut conn = checkout(inner).await?;
+    // With a leak threshold, a transaction held too long is reported with the line of `begin`.
+    conn.held_by(at, "transaction");
     match TransactionGuard::start(Held::Pooled(conn), options).await {
         Err(e) if should_retry(inner, &e) => {
             inner.count_retry();
             debug!(target: "momoko", error = %e, "BEGIN failed on a dead connection; retrying on another");
             Box::pin(async {
-                let conn = checkout_verified(inner).await?;
+                let mut conn = checkout_verified(inner).await?;
+                conn.held_by(at, "transaction");
                 TransactionGuard::start(Held::Pooled(conn), options).await
             })
             .await
