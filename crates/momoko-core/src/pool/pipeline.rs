@@ -381,16 +381,18 @@ impl Adaptive {
             return Some(i);
         }
         if in_use < self.lanes {
-            // A new lane: the last free connection without statements in exclusive order, the
-            // one whose pipeline ran most recently (exclusive checkouts take the least recently
-            // used). A burst larger than a lane's depth then reuses the lane that just drained,
-            // measured and warm, instead of moving round every connection.
+            // A new lane: the first free connection without statements in exclusive order (the
+            // least recently used, as exclusive checkouts take). Not the one whose pipeline has
+            // just drained: with one caller, sending each statement to the backend that answered
+            // the last one more than doubled the median latency (select1 over TCP: 74 µs against
+            // 30 µs), and with 64 callers throughput was the same either way (155,000/s). What
+            // keeps backends from competing is how many lanes run at once, not which ones.
             if let Some(i) = candidates
                 .clone()
                 .enumerate()
                 .filter(|(_, c)| c.eligible && c.shared == 0)
                 .map(|(i, _)| i)
-                .last()
+                .next()
             {
                 return Some(i);
             }
