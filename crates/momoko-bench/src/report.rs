@@ -407,7 +407,7 @@ pub(crate) fn targets(summaries: &[Summary]) -> String {
             let p99 = |s: &Summary| s.p99_us;
             let cpu = |s: &Summary| Some(s.cpu_s_per_10k).filter(|c| *c > 0.0);
             let speedup = if tasks == 64 { 1.5 } else { 2.0 };
-            for subject in [ADAPTIVE, PIPELINED, SUBJECT] {
+            for subject in [ADAPTIVE, PIPELINED] {
                 line(
                     format!("{subject} ≥ {speedup}× deadpool-postgres"),
                     ratio(subject, BASELINE),
