@@ -24,6 +24,8 @@ USAGE: momoko-bench [OPTIONS]
   --liveness            only the liveness-window cost: one caller, a cached SELECT 1 every D
                         (back to back, 10 ms, 100 ms, 500 ms, 1.5 s, 3 s) with the window off,
                         1 s, 500 ms and 0. Writes liveness.md/json (~3 min)
+  --matrix              with --spike or --liveness: run the throughput matrix as well, in the
+                        same invocation (one machine state, one report folder)
   --intervals <list>    the liveness run's pacings instead: D in ms and calls per series, e.g.
                         100:200,750:60 (0 = back to back)
   --secs <f>            measured seconds per cell (default 3)
@@ -43,7 +45,8 @@ USAGE: momoko-bench [OPTIONS]
   -h, --help            this text
 
 --spike and --liveness may be combined (with each other and with --smoke, which shrinks them);
-neither runs the matrix.
+neither runs the matrix unless --matrix is given too (then the spike runs the --contenders
+that have a spike version).
 
 Without --full or any of --workloads/--transports/--concurrency/--conns, the standard matrix runs:
   select1    × tcp,unix × 8 conns  × 1,16,64,256 tasks
@@ -184,6 +187,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Bo
     let mut render = None;
     let mut spike = false;
     let mut liveness = false;
+    let mut matrix_too = false;
     let mut intervals = None;
 
     let mut args = args.into_iter();
@@ -203,6 +207,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Bo
             "--smoke" => smoke = true,
             "--full" => full = true,
             "--spike" => spike = true,
+            "--matrix" => matrix_too = true,
             "--liveness" => liveness = true,
             "--intervals" => {
                 intervals = Some(list("--intervals", &value()?, |s| {
@@ -274,6 +279,11 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Bo
 
     let spike_contenders = match &contenders {
         None => crate::spike::default_contenders(),
+        Some(list) if spike && matrix_too => list
+            .iter()
+            .copied()
+            .filter(|c| crate::spike::supports(*c))
+            .collect(),
         Some(list) if spike => {
             if let Some(c) = list.iter().find(|c| !crate::spike::supports(**c)) {
                 return Err(format!(
@@ -309,7 +319,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Bo
         cells,
         smoke,
         matrix,
-        run_matrix: !modes,
+        run_matrix: !modes || matrix_too,
         spike: spike || (smoke && !modes),
         spike_reps: reps.unwrap_or(if smoke { 1 } else { 5 }),
         spike_contenders,
@@ -333,19 +343,11 @@ impl Options {
     /// A rough wall-clock estimate of the run, for the banner.
     pub(crate) fn estimate(&self) -> Duration {
         let per_run = self.warmup + self.secs + Duration::from_millis(150);
-        let rust = self
-            .contenders
-            .iter()
-            .filter(|c| !matches!(c, ContenderId::Pgbench))
-            .count();
+        let rust = self.contenders.iter().filter(|c| !c.is_pgbench()).count();
         let mut groups: Vec<Group> = self.cells.iter().map(|c| c.group).collect();
         groups.sort();
         groups.dedup();
-        let pg = if self.contenders.contains(&ContenderId::Pgbench) {
-            groups.len() as u32
-        } else {
-            0
-        };
+        let pg = (self.contenders.iter().filter(|c| c.is_pgbench()).count() * groups.len()) as u32;
         let pg_secs = self.secs.as_secs_f64().round().max(1.0) + 0.3;
         (per_run * (rust * self.cells.len()) as u32 + Duration::from_secs_f64(pg_secs) * pg)
             * self.reps as u32
@@ -374,6 +376,9 @@ mod tests {
         assert!(!o.run_matrix && o.spike && !o.liveness);
         assert_eq!(o.spike_reps, 5);
         assert_eq!(o.spike_contenders.len(), 4);
+        let o = options(&["--matrix", "--spike", "--contenders", "momoko,raw,deadpool"]);
+        assert!(o.run_matrix && o.spike && !o.liveness);
+        assert_eq!(o.spike_contenders.len(), 2);
         let o = options(&["--liveness", "--smoke"]);
         assert!(!o.run_matrix && !o.spike && o.liveness);
         let o = options(&["--spike", "--reps", "2", "--contenders", "momoko,deadpool"]);

@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use bb8::ManageConnection;
 use bb8_postgres::PostgresConnectionManager;
-use momoko_core::{Executor, Pool, PoolBuilder};
+use momoko_core::{Executor, Param, Pool, PoolBuilder, Query};
 use sqlx::Row as _;
 use tokio_postgres::{Client, NoTls, Statement};
 
 use crate::db::{Endpoint, Server};
 use crate::harness::{drive, AsyncStdSpawner, Phase, SmolSpawner, Spawner, Target, TokioSpawner};
 use crate::model::{Args, BoxError, Cell, RawRun, Workload};
-use crate::pgbench::Pgbench;
+use crate::pgbench::{Pgbench, PIPELINE};
 
 /// The async runtime a momoko variant runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +26,17 @@ pub(crate) enum Runtime {
     Smol,
 }
 
+/// How a momoko contender's task runs the workload's statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Call {
+    /// One statement per call: `pool.execute`.
+    Execute,
+    /// [`PIPELINE`] statements per call, each on its own: `pool.batch`.
+    Batch,
+    /// [`PIPELINE`] statements per call as one transaction: `pool.batch_atomic`.
+    BatchAtomic,
+}
+
 /// One way of configuring momoko's pool: a name, a runtime, and builder settings on top of
 /// `size(n).max_size(n)`.
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +47,8 @@ pub(crate) struct MomokoVariant {
     pub(crate) runtime: Runtime,
     /// Extra builder settings (e.g. `|b| b.pipeline(32)`).
     pub(crate) tune: fn(PoolBuilder) -> PoolBuilder,
+    /// What one call of a task runs.
+    pub(crate) call: Call,
     /// Runs without `--contenders` (the others only when named).
     pub(crate) standard: bool,
 }
@@ -49,12 +62,17 @@ fn untuned(builder: PoolBuilder) -> PoolBuilder {
 /// (`momoko-pipelined-4`, `-8`) runs only when named with `--contenders`.
 #[rustfmt::skip]
 pub(crate) const MOMOKO_VARIANTS: &[MomokoVariant] = &[
-    MomokoVariant { name: "momoko-tokio", runtime: Runtime::Tokio, tune: untuned, standard: true },
-    MomokoVariant { name: "momoko-async-std", runtime: Runtime::AsyncStd, tune: untuned, standard: true },
-    MomokoVariant { name: "momoko-smol", runtime: Runtime::Smol, tune: untuned, standard: true },
-    MomokoVariant { name: "momoko-pipelined", runtime: Runtime::Tokio, tune: |b| b.pipeline(32), standard: true },
-    MomokoVariant { name: "momoko-pipelined-4", runtime: Runtime::Tokio, tune: |b| b.pipeline(4), standard: false },
-    MomokoVariant { name: "momoko-pipelined-8", runtime: Runtime::Tokio, tune: |b| b.pipeline(8), standard: false },
+    MomokoVariant { name: "momoko-tokio", runtime: Runtime::Tokio, tune: untuned, call: Call::Execute, standard: true },
+    MomokoVariant { name: "momoko-async-std", runtime: Runtime::AsyncStd, tune: untuned, call: Call::Execute, standard: true },
+    MomokoVariant { name: "momoko-smol", runtime: Runtime::Smol, tune: untuned, call: Call::Execute, standard: true },
+    MomokoVariant { name: "momoko-pipelined", runtime: Runtime::Tokio, tune: |b| b.pipeline(32), call: Call::Execute, standard: true },
+    MomokoVariant { name: "momoko-adaptive", runtime: Runtime::Tokio, tune: |b| b.adaptive_pipelining(true), call: Call::Execute, standard: true },
+    MomokoVariant { name: "momoko-batch", runtime: Runtime::Tokio, tune: untuned, call: Call::Batch, standard: true },
+    MomokoVariant { name: "momoko-batch-atomic", runtime: Runtime::Tokio, tune: untuned, call: Call::BatchAtomic, standard: true },
+    MomokoVariant { name: "momoko-pipelined-4", runtime: Runtime::Tokio, tune: |b| b.pipeline(4), call: Call::Execute, standard: false },
+    MomokoVariant { name: "momoko-pipelined-8", runtime: Runtime::Tokio, tune: |b| b.pipeline(8), call: Call::Execute, standard: false },
+    MomokoVariant { name: "momoko-pipelined-2", runtime: Runtime::Tokio, tune: |b| b.pipeline(2), call: Call::Execute, standard: false },
+    MomokoVariant { name: "momoko-pipelined-16", runtime: Runtime::Tokio, tune: |b| b.pipeline(16), call: Call::Execute, standard: false },
 ];
 
 /// Who runs.
@@ -73,6 +91,8 @@ pub(crate) enum ContenderId {
     Raw,
     /// `pgbench -M prepared`: the physical reference.
     Pgbench,
+    /// `pgbench -M prepared` in pipeline mode, 32 statements per pipeline: the server's limit.
+    PgbenchPipeline,
 }
 
 impl ContenderId {
@@ -98,8 +118,15 @@ impl ContenderId {
             ContenderId::Sqlx,
             ContenderId::Raw,
             ContenderId::Pgbench,
+            ContenderId::PgbenchPipeline,
         ]);
         all
+    }
+
+    /// Whether this is pgbench (classic or pipelined): it runs once per group, its clients
+    /// being the connections.
+    pub(crate) fn is_pgbench(self) -> bool {
+        matches!(self, ContenderId::Pgbench | ContenderId::PgbenchPipeline)
     }
 
     /// The name in reports and on the command line.
@@ -111,6 +138,7 @@ impl ContenderId {
             ContenderId::Sqlx => "sqlx",
             ContenderId::Raw => "tokio-postgres-raw",
             ContenderId::Pgbench => "pgbench",
+            ContenderId::PgbenchPipeline => "pgbench-pipeline",
         }
     }
 
@@ -189,7 +217,8 @@ impl ContenderId {
             ContenderId::Bb8 => tokio.block_on(run_bb8(ep, conns, workload, phase)),
             ContenderId::Sqlx => tokio.block_on(run_sqlx(ep, conns, workload, phase)),
             ContenderId::Raw => tokio.block_on(run_raw(ep, conns, workload, phase)),
-            ContenderId::Pgbench => pgbench.run(ep, cell.group, phase.measure),
+            ContenderId::Pgbench => pgbench.run(ep, cell.group, phase.measure, false),
+            ContenderId::PgbenchPipeline => pgbench.run(ep, cell.group, phase.measure, true),
         }
     }
 }
@@ -201,10 +230,21 @@ impl ContenderId {
 struct MomokoTarget {
     pool: Pool,
     workload: Workload,
+    call: Call,
 }
 
 impl Target for MomokoTarget {
+    fn statements_per_call(&self) -> u64 {
+        match self.call {
+            Call::Execute => 1,
+            Call::Batch | Call::BatchAtomic => PIPELINE as u64,
+        }
+    }
+
     async fn query(&self, _task: usize, a: Args) -> Result<i64, BoxError> {
+        if self.call != Call::Execute {
+            return self.batch(a).await;
+        }
         let sql = self.workload.sql();
         Ok(match self.workload {
             Workload::Select1 => {
@@ -226,6 +266,36 @@ impl Target for MomokoTarget {
     }
 }
 
+impl MomokoTarget {
+    /// [`PIPELINE`] statements of the workload in one batch; every statement gets its own
+    /// arguments (derived from `a`, as pgbench draws them per statement).
+    async fn batch(&self, a: Args) -> Result<i64, BoxError> {
+        let sql = self.workload.sql();
+        let keys: [i32; PIPELINE] =
+            std::array::from_fn(|i| (a.key + i as i32 * 7919) % crate::model::ACCOUNTS + 1);
+        let ids: [i64; PIPELINE] = std::array::from_fn(|i| a.id ^ (i as i64) << 56);
+        let key_params: [[Param<'_>; 1]; PIPELINE] =
+            std::array::from_fn(|i| [&keys[i] as Param<'_>]);
+        let log_params: [[Param<'_>; 2]; PIPELINE] =
+            std::array::from_fn(|i| [&ids[i] as Param<'_>, &a.v as Param<'_>]);
+        let queries = (0..PIPELINE).map(|i| match self.workload {
+            Workload::Select1 => Query::new(sql, &[]),
+            Workload::PointRead => Query::new(sql, &key_params[i]),
+            Workload::Insert => Query::new(sql, &log_params[i]),
+        });
+        let cursors = match self.call {
+            Call::BatchAtomic => self.pool.batch_atomic(queries).await?,
+            _ => self
+                .pool
+                .batch(queries)
+                .await?
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        Ok(cursors.len() as i64)
+    }
+}
+
 async fn run_momoko<S: Spawner>(
     executor: Arc<dyn Executor>,
     spawner: S,
@@ -243,6 +313,7 @@ async fn run_momoko<S: Spawner>(
     let target = Arc::new(MomokoTarget {
         pool: pool.clone(),
         workload,
+        call: variant.call,
     });
     let result = drive(target, spawner, phase).await;
     pool.close().await;

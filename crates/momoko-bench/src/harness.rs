@@ -16,6 +16,12 @@ pub(crate) trait Target: Send + Sync + 'static {
     /// Runs one query for task `task` with `args`; returns a value read from the result (kept
     /// alive with `black_box` so nothing is optimised away).
     fn query(&self, task: usize, args: Args) -> impl Future<Output = Result<i64, BoxError>> + Send;
+
+    /// Statements one call of [`query`](Target::query) runs (a batch runs several); throughput
+    /// counts statements, latencies are per call.
+    fn statements_per_call(&self) -> u64 {
+        1
+    }
 }
 
 /// Spawns measuring tasks on one async runtime.
@@ -147,7 +153,8 @@ pub(crate) async fn drive<T: Target, S: Spawner>(
             b.since(a)
         })?;
 
-    // Room for up to ~150k q/s without reallocating during the window.
+    // Room for up to ~150k calls/s without reallocating during the window.
+    let per_call = target.statements_per_call().max(1);
     let expected = (phase.measure.as_secs_f64() * 150_000.0) as usize / phase.concurrency.max(1);
     let capacity = expected.max(256);
     let mut handles = Vec::with_capacity(phase.concurrency);
@@ -194,7 +201,8 @@ pub(crate) async fn drive<T: Target, S: Spawner>(
         return Err(e);
     }
     Ok(RawRun {
-        queries: latencies.len() as u64,
+        queries: latencies.len() as u64 * per_call,
+        per_call,
         latencies_ns: latencies,
         seconds: phase.measure.as_secs_f64(),
         cpu,

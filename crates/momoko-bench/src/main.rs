@@ -205,9 +205,9 @@ fn run_matrix(
         let mut pgbench_done = HashSet::new();
         for (ci, cell) in opts.cells.iter().enumerate() {
             for &id in &order {
-                let cell = if id == ContenderId::Pgbench {
+                let cell = if id.is_pgbench() {
                     // Once per group: its clients are the connections.
-                    if !pgbench_done.insert(cell.group) {
+                    if !pgbench_done.insert((cell.group, id)) {
                         continue;
                     }
                     Cell {

@@ -207,8 +207,10 @@ pub(crate) struct RawRun {
     /// Latency of every query completed in the measurement window, in nanoseconds (empty for
     /// pgbench, whose per-transaction log uses a lazily updated clock and is not comparable).
     pub(crate) latencies_ns: Vec<u32>,
-    /// Queries completed in the window.
+    /// Statements completed in the window.
     pub(crate) queries: u64,
+    /// Statements per call (a batch or a pgbench pipeline runs several; 0 is read as 1).
+    pub(crate) per_call: u64,
     /// Length of the measurement window.
     pub(crate) seconds: f64,
     /// CPU the client used during the window.
@@ -217,6 +219,10 @@ pub(crate) struct RawRun {
     pub(crate) reported_qps: Option<f64>,
     /// Mean latency in microseconds as reported by the contender itself (pgbench), if any.
     pub(crate) reported_mean_us: Option<f64>,
+}
+
+fn one() -> u64 {
+    1
 }
 
 /// The figures of one run: one contender, one cell, one repetition.
@@ -234,8 +240,11 @@ pub(crate) struct Sample {
     pub(crate) concurrency: usize,
     /// Repetition number, from 0.
     pub(crate) rep: usize,
-    /// Queries completed in the window.
+    /// Statements completed in the window.
     pub(crate) queries: u64,
+    /// Statements per call: 1, or the size of a batch or pipeline; latencies are per call.
+    #[serde(default = "one")]
+    pub(crate) per_call: u64,
     /// Window length in seconds.
     pub(crate) seconds: f64,
     /// Queries per second.
@@ -287,6 +296,7 @@ impl Sample {
             concurrency: cell.concurrency,
             rep,
             queries: run.queries,
+            per_call: run.per_call.max(1),
             seconds: run.seconds,
             qps,
             p50_us: pct(0.50),

@@ -2,6 +2,11 @@
 //! `pgbench -n -M prepared -c <conns> -j 2 -T <secs> -f <script>`, its tps and average latency parsed from its output, and its CPU from
 //! `getrusage(RUSAGE_CHILDREN)` around the process.
 //!
+//! In pipeline mode ([`PIPELINE`] statements between `\startpipeline` and `\endpipeline`) each
+//! client sends the statements back to back as Bind/Execute with one Sync for all of them, and
+//! one pipeline counts as [`PIPELINE`] statements: the most the server can answer through the
+//! extended protocol.
+//!
 //! pgbench's per-transaction log (`-l`) is not used for percentiles: its threads stamp
 //! transactions with a lazily refreshed clock, so at these speeds most entries read 0–50 µs while
 //! the true average is several times that.
@@ -13,7 +18,22 @@ use std::time::Duration;
 
 use crate::db::Endpoint;
 use crate::harness::cpu_children;
-use crate::model::{BoxError, Group, RawRun};
+use crate::model::{BoxError, Group, RawRun, Workload};
+
+/// Statements per pgbench pipeline (and per momoko batch, to compare like with like).
+pub(crate) const PIPELINE: usize = 32;
+
+/// The script of one pipeline of [`PIPELINE`] statements of `workload` (each with its own
+/// random arguments).
+pub(crate) fn pipeline_script(workload: Workload) -> String {
+    let one = workload.pgbench_script();
+    let mut script = String::from("\\startpipeline\n");
+    for _ in 0..PIPELINE {
+        script.push_str(&one);
+    }
+    script.push_str("\\endpipeline\n");
+    script
+}
 
 /// A located pgbench binary and a scratch directory for its scripts.
 #[derive(Debug)]
@@ -43,7 +63,8 @@ impl Pgbench {
     }
 
     /// Runs pgbench for `group` over `ep` for `measure` (rounded to whole seconds, at least 1:
-    /// pgbench's `-T` takes an integer).
+    /// pgbench's `-T` takes an integer); with `pipeline`, in pipeline mode (see
+    /// [`pipeline_script`]).
     ///
     /// # Errors
     ///
@@ -53,10 +74,24 @@ impl Pgbench {
         ep: &Endpoint,
         group: Group,
         measure: Duration,
+        pipeline: bool,
     ) -> Result<RawRun, BoxError> {
         let n = self.runs.fetch_add(1, Ordering::Relaxed);
-        let script = self.scratch.join(format!("{}.sql", group.workload.name()));
-        std::fs::write(&script, group.workload.pgbench_script())?;
+        let (name, text, per_call) = if pipeline {
+            (
+                format!("{}-pipeline.sql", group.workload.name()),
+                pipeline_script(group.workload),
+                PIPELINE as u64,
+            )
+        } else {
+            (
+                format!("{}.sql", group.workload.name()),
+                group.workload.pgbench_script(),
+                1,
+            )
+        };
+        let script = self.scratch.join(name);
+        std::fs::write(&script, text)?;
         let work_dir = self.scratch.join(format!("run-{n}"));
         std::fs::create_dir_all(&work_dir)?;
         let secs = measure.as_secs_f64().round().max(1.0) as u64;
@@ -105,10 +140,11 @@ impl Pgbench {
         let _ = std::fs::remove_dir_all(&work_dir);
         Ok(RawRun {
             latencies_ns: Vec::new(),
-            queries: processed,
+            queries: processed * per_call,
+            per_call,
             seconds: secs as f64,
             cpu,
-            reported_qps: Some(tps),
+            reported_qps: Some(tps * per_call as f64),
             reported_mean_us: mean_ms.map(|ms| ms * 1000.0),
         })
     }
@@ -162,5 +198,8 @@ mod tests {
             parse_after(out, "number of transactions actually processed: "),
             Some(61234.0)
         );
+        let script = pipeline_script(Workload::Select1);
+        assert!(script.starts_with("\\startpipeline\n") && script.ends_with("\\endpipeline\n"));
+        assert_eq!(script.matches("SELECT 1;").count(), PIPELINE);
     }
 }

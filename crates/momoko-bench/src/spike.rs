@@ -86,7 +86,7 @@ pub(crate) fn supports(id: ContenderId) -> bool {
             .get(i)
             .is_some_and(|v| v.runtime == Runtime::Tokio),
         ContenderId::Deadpool | ContenderId::Bb8 | ContenderId::Sqlx => true,
-        ContenderId::Raw | ContenderId::Pgbench => false,
+        ContenderId::Raw | ContenderId::Pgbench | ContenderId::PgbenchPipeline => false,
     }
 }
 
@@ -325,7 +325,7 @@ async fn run_one(
             pool.close().await;
             result?
         }
-        ContenderId::Raw | ContenderId::Pgbench => {
+        ContenderId::Raw | ContenderId::Pgbench | ContenderId::PgbenchPipeline => {
             return Err(format!("{name} has no spike version").into());
         }
     };

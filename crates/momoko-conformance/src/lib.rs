@@ -282,6 +282,12 @@ macro_rules! __for_each_case {
                 savepoints_nest,
                 guard_options_and_aborted_commit,
             ],
+            adaptive: [
+                adaptive_pipelining_fills_few_connections,
+                adaptive_pipelining_keeps_long_statements_apart,
+                adaptive_pipelining_routes_around_a_stalled_connection,
+                mixed_run_balances_adaptive,
+            ],
             batch: [
                 batch_isolates_errors,
                 batch_atomic_is_all_or_nothing,

@@ -102,6 +102,18 @@ pub const NOT_APPLICABLE_THROUGH_A_POOLER: &[(&str, &str)] = &[
     ("pool::failing_setsession_fails_the_connection", SETSESSION),
     ("pool::pipelined_waiters_keep_their_turn", SESSION_LOCKS),
     (
+        "adaptive::adaptive_pipelining_fills_few_connections",
+        SERVER_SESSION,
+    ),
+    (
+        "adaptive::adaptive_pipelining_keeps_long_statements_apart",
+        SERVER_SESSION,
+    ),
+    (
+        "adaptive::adaptive_pipelining_routes_around_a_stalled_connection",
+        SESSION_LOCKS,
+    ),
+    (
         "pool::pipelining_avoids_a_stalled_connection",
         SESSION_LOCKS,
     ),

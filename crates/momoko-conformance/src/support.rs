@@ -108,3 +108,27 @@ pub(crate) async fn assert_settled(ctx: &Ctx, pool: &Pool) {
         "open connections match the counters: {s:?} {c:?}"
     );
 }
+
+/// Waits (bounded, 15 s) until `n` statements of the case's database wait for an advisory lock,
+/// asking through `observer`.
+pub(crate) async fn await_lock_waiters(ctx: &Ctx, observer: &Connection, n: i32) {
+    let waiting = || {
+        scalar::<i32>(
+            observer,
+            "SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[],
+        )
+    };
+    for _ in 0..1500 {
+        if waiting().await == n {
+            return;
+        }
+        ctx.sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        waiting().await,
+        n,
+        "statements waiting for an advisory lock"
+    );
+}

@@ -1,5 +1,6 @@
 //! The cases, grouped by what they exercise.
 
+pub mod adaptive;
 pub mod batch;
 pub mod connection;
 pub mod copy;

@@ -7,9 +7,11 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use futures::future::join_all;
-use momoko_core::{Connection, Pool, RetryPolicy};
+use momoko_core::{Pool, RetryPolicy};
 
-use crate::support::{assert_settled, backend_pid, eventually, pool_pid, scalar, within};
+use crate::support::{
+    assert_settled, await_lock_waiters, backend_pid, eventually, pool_pid, within,
+};
 use crate::Ctx;
 
 fn builder(ctx: &Ctx) -> momoko_core::PoolBuilder {
@@ -570,20 +572,22 @@ pub async fn heals_after_backends_are_terminated(ctx: &Ctx) {
 
 /// Ten thousand mixed operations from 32 tasks; afterwards the status and counters balance.
 pub async fn mixed_run_balances(ctx: &Ctx) {
-    mixed_run(ctx, 1).await;
+    mixed_run(ctx, |b| b.pipeline(1), "no pipelining").await;
 }
 
 /// The same mixed run with pipelining on: shared and exclusive use interleave safely.
 pub async fn mixed_run_balances_pipelined(ctx: &Ctx) {
-    mixed_run(ctx, 4).await;
+    mixed_run(ctx, |b| b.pipeline(4), "pipeline depth 4").await;
 }
 
-async fn mixed_run(ctx: &Ctx, depth: usize) {
-    let pool = builder(ctx)
-        .size(4)
-        .max_size(8)
-        .pipeline(depth)
-        .retry(RetryPolicy::Safe)
+/// A mixed run (see [`mixed_run_balances`]) on a pool built by `tune` from the case's builder
+/// with `size(4).max_size(8)`; `label` names the setting in the printed summary.
+pub(crate) async fn mixed_run(
+    ctx: &Ctx,
+    tune: impl FnOnce(momoko_core::PoolBuilder) -> momoko_core::PoolBuilder,
+    label: &str,
+) {
+    let pool = tune(builder(ctx).size(4).max_size(8).retry(RetryPolicy::Safe))
         .connect()
         .await
         .unwrap();
@@ -631,7 +635,7 @@ async fn mixed_run(ctx: &Ctx, depth: usize) {
     );
     assert_settled(ctx, &pool).await;
     eprintln!(
-        "mixed run (pipeline depth {depth}): {} operations; status {:?}; counters {:?}",
+        "mixed run ({label}): {} operations; status {:?}; counters {:?}",
         32 * per_task,
         pool.status(),
         pool.counters()
@@ -747,30 +751,6 @@ pub async fn exclusive_caller_waits_for_pipelined_statements(ctx: &Ctx) {
     assert_eq!(two, 2);
     assert_eq!(pool.status().total, 1);
     assert_settled(ctx, &pool).await;
-}
-
-/// Waits (bounded, 15 s) until `n` statements of the case's database wait for an advisory lock,
-/// asking through `observer`.
-async fn await_lock_waiters(ctx: &Ctx, observer: &Connection, n: i32) {
-    let waiting = || {
-        scalar::<i32>(
-            observer,
-            "SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
-             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-            &[],
-        )
-    };
-    for _ in 0..1500 {
-        if waiting().await == n {
-            return;
-        }
-        ctx.sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(
-        waiting().await,
-        n,
-        "statements waiting for an advisory lock"
-    );
 }
 
 /// Pipelined statements that had to queue keep their turn: the room a finished statement leaves

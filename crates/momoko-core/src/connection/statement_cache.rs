@@ -64,6 +64,20 @@ impl StatementCache {
         }
     }
 
+    /// The statement if it is prepared, counted as a use; unlike [`lookup`](Self::lookup), a
+    /// miss changes nothing (nobody is asked to prepare it).
+    pub(super) fn ready(&mut self, sql: &str) -> Option<Statement> {
+        self.tick += 1;
+        let tick = self.tick;
+        match self.map.get_mut(sql) {
+            Some(Slot::Ready { statement, used }) => {
+                *used = tick;
+                Some(statement.clone())
+            }
+            _ => None,
+        }
+    }
+
     /// The statement if it is prepared; never asks for it to be prepared, and does not count as a
     /// use.
     pub(super) fn get(&self, sql: &str) -> Option<Statement> {

@@ -12,8 +12,9 @@
 //! checkout takes only an idle connection without any, so a checked-out `Arc` is unique. Clones
 //! are made and dropped only under the pool lock.
 //!
-//! Pipelined statements go to the idle connection with the fewest in flight, skipping stalled
-//! ones (see `PoolBuilder::pipeline_stall`).
+//! Pipelined statements go where `pipeline.rs` decides: with a fixed depth, the idle connection
+//! with the fewest in flight, skipping stalled ones (see `PoolBuilder::pipeline_stall`); with
+//! adaptive pipelining, the fullest of the few lanes the pool fills.
 //!
 //! Fairness: callers are served oldest first. While anyone waits, a newcomer queues behind them
 //! even if it could pipeline onto a connection now; each freed connection or finished pipelined
@@ -46,6 +47,7 @@ use crate::connection::{Connection, Liveness};
 use crate::error::{Error, Result};
 use crate::executor::{timeout, SharedExecutor};
 use crate::pool::metrics::Metrics;
+use crate::pool::pipeline::{Candidate, Lane, Learned, Pipelining};
 use crate::pool::settings::MIN_DURATION;
 use crate::pool::{PoolConfig, PoolCounters, PoolStats, PoolStatus};
 use tokio_postgres::error::SqlState;
@@ -58,10 +60,6 @@ use tokio_postgres::error::SqlState;
 /// started for it is wasted (a pool that dials one per waiter ends with 50). A long-statement
 /// burst still stretches fully: each finished connect serves a waiter and starts the next.
 pub(crate) const GROWTH_IN_FLIGHT: usize = 2;
-
-/// Most distinct statements the pool remembers as safe to pipeline (see
-/// [`PoolInner::learn_autocommit`]).
-const LEARNED_STATEMENTS: usize = 1024;
 
 /// How many replacements of expired connections (`max_lifetime`, `drain()`) the pool opens at
 /// once.
@@ -97,9 +95,8 @@ pub(crate) struct PoolInner {
     counters: Counters,
     pub(crate) metrics: Metrics,
     /// Statements seen to leave a connection idle when run alone from idle: only these are
-    /// pipelined (a statement that opens a transaction block would pull the statements sent
-    /// after it into the block). Learned from ReadyForQuery, never from SQL text.
-    learned: Mutex<std::collections::HashSet<Box<str>>>,
+    /// pipelined (see [`Learned`]).
+    learned: Learned,
     /// Numbers connect attempts in the order they start.
     connect_seq: AtomicU64,
 }
@@ -111,8 +108,8 @@ struct Idle {
     /// When it last became free; only shrinking reads it, so it is `None` without `auto_shrink`
     /// (no clock read on the hot path).
     since: Option<Instant>,
-    /// When its pipeline last moved: its first statement was sent or one finished.
-    progress: Option<Instant>,
+    /// Its pipeline's measurements.
+    lane: Lane,
 }
 
 impl Idle {
@@ -173,6 +170,8 @@ pub(crate) struct State {
     initial: (usize, usize),
     /// Pipelined statements in flight on idle connections.
     shared_in_flight: usize,
+    /// Where pipelined statements go.
+    pipelining: Pipelining,
 }
 
 struct Entry {
@@ -325,6 +324,7 @@ impl PoolInner {
         config: PoolConfig,
         credentials: Option<Arc<Credentials>>,
     ) -> Arc<PoolInner> {
+        let learned = Learned::new(config.adaptive_pipelining, config.pipeline_stall);
         let epoch = executor.now();
         let metrics = Metrics::new(&config);
         let inner = Arc::new(PoolInner {
@@ -338,11 +338,14 @@ impl PoolInner {
             state: Mutex::new(State::default()),
             counters: Counters::default(),
             metrics,
-            learned: Mutex::new(std::collections::HashSet::new()),
+            learned,
             connect_seq: AtomicU64::new(0),
         });
         {
             let mut st = inner.lock();
+            if inner.config.adaptive_pipelining {
+                st.pipelining = Pipelining::adaptive();
+            }
             st.size = inner.config.size;
             st.max_size = inner.config.max_size;
             st.pending = inner.config.size;
@@ -546,7 +549,7 @@ impl PoolInner {
         st.idle.push_back(Idle {
             conn,
             since,
-            progress: None,
+            lane: Lane::default(),
         });
         self.dispatch(st, wake);
     }
@@ -599,30 +602,27 @@ impl PoolInner {
             }
             Want::Shared(depth) => {
                 let now = self.executor.now();
-                let room = |i: &&mut Idle| {
-                    let n = i.shared();
-                    n < depth
-                        && i.conn.last_reported_idle()
-                        && self.serves(&i.conn)
-                        && (n == 0
-                            || i.progress.is_none_or(|p| {
-                                now.saturating_duration_since(p) < self.config.pipeline_stall
-                            }))
-                };
-                // The fewest statements in flight; among equals, the same order as exclusive
-                // checkouts (least recently used first, or most recently used with shrinking).
-                let best = if self.config.auto_shrink {
-                    st.idle
-                        .iter_mut()
-                        .rev()
-                        .filter(room)
-                        .min_by_key(|i| i.shared())?
+                let State {
+                    idle, pipelining, ..
+                } = &mut *st;
+                let candidates = idle.iter().map(|i| Candidate {
+                    shared: i.shared(),
+                    lane: &i.lane,
+                    eligible: i.conn.last_reported_idle() && self.serves(&i.conn),
+                });
+                // Adaptive pipelining's wait budget, or the fixed stall rule.
+                let stall = self.learned.budget().unwrap_or(self.config.pipeline_stall);
+                // In the same order as exclusive checkouts (least recently used first, or most
+                // recently used with shrinking).
+                let pos = if self.config.auto_shrink {
+                    let n = idle.len();
+                    n - 1 - pipelining.choose(now, depth, stall, candidates.rev())?
                 } else {
-                    st.idle.iter_mut().filter(room).min_by_key(|i| i.shared())?
+                    pipelining.choose(now, depth, stall, candidates)?
                 };
-                if best.shared() == 0 {
-                    best.progress = Some(now);
-                }
+                let best = idle.get_mut(pos)?;
+                let shared = best.shared();
+                pipelining.sent(now, &mut best.lane, shared);
                 let conn = Arc::clone(&best.conn);
                 st.shared_in_flight += 1;
                 Some(conn)
@@ -634,6 +634,12 @@ impl PoolInner {
     /// at most [`GROWTH_IN_FLIGHT`] growth connects under way pool-wide.
     fn grow_if_needed(self: &Arc<Self>, st: &mut State) {
         if st.closed || st.down.is_some() {
+            return;
+        }
+        // Adaptive pipelining leaves free connections out of its lanes on purpose: callers
+        // waiting for a lane's room are not served by one more connection.
+        let free_without_statements = st.idle.iter().any(|i| i.shared() == 0);
+        if st.pipelining.holds_back(free_without_statements) {
             return;
         }
         while st.waiters.len() > st.pending
@@ -657,8 +663,9 @@ impl PoolInner {
         self.take(st, want).map(Ok)
     }
 
-    /// Ends a pipelined statement's share; the room it leaves serves the waiters.
-    pub(crate) fn release_shared(self: &Arc<Self>, conn: Arc<Connection>) {
+    /// Ends a pipelined statement's share; the room it leaves serves the waiters. `sent`: when
+    /// the statement went out (`None` for a share handed over but never used).
+    pub(crate) fn release_shared(self: &Arc<Self>, conn: Arc<Connection>, sent: Option<Instant>) {
         let mut wake = WakeList::default();
         let now = self.executor.now();
         let mut st = self.lock();
@@ -666,8 +673,11 @@ impl PoolInner {
         if let Some(pos) = st.idle.iter().position(|i| Arc::ptr_eq(&i.conn, &conn)) {
             // The idle list's reference plus this one: its last statement just finished.
             let last = Arc::strong_count(&conn) == 2;
-            if let Some(idle) = st.idle.get_mut(pos) {
-                idle.progress = Some(now);
+            let State {
+                idle, pipelining, ..
+            } = &mut *st;
+            if let Some(idle) = idle.get_mut(pos) {
+                pipelining.finished(now, &mut idle.lane, sent);
                 if last && self.config.auto_shrink {
                     idle.since = Some(now);
                 }
@@ -1017,20 +1027,15 @@ impl PoolInner {
         drop(closed);
     }
 
-    /// Remembers that `sql`, run alone on an idle connection, left it idle: it may be pipelined.
-    pub(crate) fn learn_autocommit(&self, sql: &str) {
-        let mut learned = self.learned.lock().unwrap_or_else(PoisonError::into_inner);
-        if learned.len() < LEARNED_STATEMENTS && !learned.contains(sql) {
-            learned.insert(sql.into());
-        }
+    /// Remembers that `sql`, run alone on an idle connection, left it idle, taking `took` (read
+    /// at `now`): it may be pipelined.
+    pub(crate) fn learn_autocommit(&self, sql: &str, took: Duration, now: Instant) {
+        self.learned.learn(sql, took, now);
     }
 
-    /// Whether `sql` was seen to leave a connection idle (see [`PoolInner::learn_autocommit`]).
+    /// Whether `sql` may be pipelined (see [`Learned`]).
     pub(crate) fn is_autocommit(&self, sql: &str) -> bool {
-        self.learned
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(sql)
+        self.learned.shareable(sql)
     }
 
     /// Closes the pool: no new work, waiters get `PoolClosed`, idle connections close now, busy
@@ -1613,7 +1618,7 @@ impl Drop for Acquire {
             // Handed over but never picked up: give it back (to the next waiter or idle).
             match self.want {
                 Want::Exclusive => self.inner.release(conn, true),
-                Want::Shared(_) => self.inner.release_shared(conn),
+                Want::Shared(_) => self.inner.release_shared(conn, None),
             }
         }
     }

@@ -13,6 +13,7 @@ mod builder;
 mod engine;
 mod guard;
 mod metrics;
+mod pipeline;
 mod run;
 mod settings;
 mod status;

@@ -174,6 +174,10 @@ async fn exclusive<O: Operation>(
         checkout(inner).await?
     };
     let liveness = inner.liveness();
+    // How long a statement that may be learned takes alone (adaptive pipelining keeps slow ones
+    // exclusive); no clock is read when the pool does not pipeline.
+    let started =
+        (inner.config.pipeline_depth > 1 && op.learnable().is_some()).then(|| inner.executor.now());
     let outcome = maybe_timeout(
         &*inner.executor,
         inner.config.statement_timeout,
@@ -190,11 +194,10 @@ async fn exclusive<O: Operation>(
                     conn.discard_on_return();
                 }
             }
-            if let (Ok(_), Some(sql)) = (&result, op.learnable()) {
-                if inner.config.pipeline_depth > 1
-                    && conn.transaction_status() == TransactionStatus::Idle
-                {
-                    inner.learn_autocommit(sql);
+            if let (Ok(_), Some(sql), Some(started)) = (&result, op.learnable(), started) {
+                if conn.transaction_status() == TransactionStatus::Idle {
+                    let now = inner.executor.now();
+                    inner.learn_autocommit(sql, now.saturating_duration_since(started), now);
                 }
             }
             result
@@ -232,12 +235,14 @@ pub(crate) async fn checkout_verified(inner: &Arc<PoolInner>) -> Result<PooledCo
 /// Runs `op` pipelined: on a share of the least loaded idle connection with room, or after
 /// waiting in line for one.
 async fn shared<O: Operation>(inner: &Arc<PoolInner>, op: &O) -> Result<O::Output> {
+    let conn = inner
+        .checkout(Want::Shared(inner.config.pipeline_depth))
+        .await?;
+    // The idle list's reference and ours: anything more is statements ahead of this one.
+    let alone = Arc::strong_count(&conn) <= 2;
     let share = Share {
-        conn: Some(
-            inner
-                .checkout(Want::Shared(inner.config.pipeline_depth))
-                .await?,
-        ),
+        conn: Some(conn),
+        sent: (inner.executor.now(), alone),
         inner,
     };
     let conn = share.connection();
@@ -251,6 +256,13 @@ async fn shared<O: Operation>(inner: &Arc<PoolInner>, op: &O) -> Result<O::Outpu
         if inner.read_only_server_refused(e) {
             inner.forget_server(conn);
             share.retire();
+        }
+    }
+    if let (Ok(Ok(_)), (sent, true), Some(sql)) = (&outcome, share.sent, op.learnable()) {
+        // Alone on its connection: how long it takes now (it may have become slow).
+        if inner.config.adaptive_pipelining {
+            let now = inner.executor.now();
+            inner.learn_autocommit(sql, now.saturating_duration_since(sent), now);
         }
     }
     if !inner.serves(conn) {
@@ -290,6 +302,8 @@ fn statement_timed_out(inner: &PoolInner, what: &str) -> Error {
 /// One pipelined statement's share of an idle connection; ends the share when dropped.
 struct Share<'p> {
     conn: Option<Arc<Connection>>,
+    /// When the statement went out, and whether nothing was ahead of it.
+    sent: (std::time::Instant, bool),
     inner: &'p Arc<PoolInner>,
 }
 
@@ -314,7 +328,7 @@ impl Share<'_> {
 impl Drop for Share<'_> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            self.inner.release_shared(conn);
+            self.inner.release_shared(conn, Some(self.sent.0));
         }
     }
 }

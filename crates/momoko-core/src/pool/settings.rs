@@ -11,6 +11,10 @@ pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// See [`PoolBuilder::pipeline_stall`](crate::PoolBuilder::pipeline_stall).
 pub(crate) const DEFAULT_PIPELINE_STALL: Duration = Duration::from_millis(5);
 
+/// Most statements per connection with adaptive pipelining unless `pipeline(n)` sets another cap
+/// (see [`PoolBuilder::adaptive_pipelining`](crate::PoolBuilder::adaptive_pipelining)).
+pub(crate) const DEFAULT_ADAPTIVE_DEPTH: usize = 32;
+
 /// See [`PoolBuilder::liveness_window`](crate::PoolBuilder::liveness_window).
 pub(crate) const DEFAULT_LIVENESS_WINDOW: Duration = Duration::from_secs(1);
 
@@ -118,8 +122,12 @@ pub struct PoolConfig {
     pub statement_timeout: Option<Duration>,
     /// Which failed statements are retried.
     pub retry: RetryPolicy,
-    /// How many autocommit statements may share one free connection at once (1: none share).
+    /// How many autocommit statements may share one free connection at once (1: none share); with
+    /// adaptive pipelining, the cap of each connection's depth.
     pub pipeline_depth: usize,
+    /// Whether the depth of each connection's pipeline and the number of connections carrying
+    /// pipelined statements follow measured latency and throughput.
+    pub adaptive_pipelining: bool,
     /// A connection the server has not answered for longer than this is proven alive before a
     /// cached statement is sent on it.
     pub liveness_window: Duration,
@@ -154,6 +162,7 @@ impl Default for PoolConfig {
             statement_timeout: None,
             retry: RetryPolicy::Safe,
             pipeline_depth: 1,
+            adaptive_pipelining: false,
             liveness_window: DEFAULT_LIVENESS_WINDOW,
             pipeline_stall: DEFAULT_PIPELINE_STALL,
             max_lifetime: Some(DEFAULT_MAX_LIFETIME),
