@@ -91,16 +91,22 @@ pub(crate) async fn eventually(ctx: &Ctx, what: &str, mut cond: impl FnMut() -> 
     panic!("timed out waiting until {what}");
 }
 
-/// The status fields add up, nothing is checked out or waiting, and the counters agree with the
-/// connections that exist.
+/// The status fields add up, nothing is checked out, under a return check or waiting, and the
+/// counters agree with the connections that exist.
 pub(crate) async fn assert_settled(ctx: &Ctx, pool: &Pool) {
+    // A connection whose caller dropped its call mid-way is checked after it comes back (at
+    // most a second): the pool is settled once those checks ended too.
     eventually(ctx, "the pool is idle", || {
         let s = pool.status();
-        s.busy == 0 && s.waiting == 0 && s.pending == 0
+        s.busy == 0 && s.checking == 0 && s.waiting == 0 && s.pending == 0
     })
     .await;
     let s: PoolStatus = pool.status();
-    assert_eq!(s.total, s.free + s.busy + s.pending + s.dead, "{s:?}");
+    assert_eq!(
+        s.total,
+        s.free + s.busy + s.checking + s.pending + s.dead,
+        "{s:?}"
+    );
     let c = pool.counters();
     assert_eq!(
         c.connections_opened - c.connections_closed,

@@ -427,6 +427,8 @@ pub(crate) struct Observed<S> {
     writes: Framer,
     /// The server answers an SSLRequest/GSSENCRequest with one unframed byte, next.
     answer_byte: bool,
+    /// Whether the next write may wait one scheduler turn (see [`Observed::hold_write`]).
+    may_hold: bool,
 }
 
 impl<S> Observed<S> {
@@ -450,7 +452,26 @@ impl<S> Observed<S> {
             reads: Framer::new(false),
             writes: Framer::new(true),
             answer_byte: false,
+            may_hold: true,
         }
+    }
+
+    /// Whether to hold this write back for one turn of the scheduler: only when the server is
+    /// still working on earlier requests of this connection (pipelined statements), and once per
+    /// flush. The task wakes itself at once, so every caller already woken runs first and can add
+    /// its request to the same write.
+    ///
+    /// Why: without it, a pipelining connection wrote 0.92 times per statement (select1 over
+    /// TCP, 64 tasks), because its I/O task flushes as soon as its queue is empty and requests
+    /// arrive one at a time from the callers on the other worker thread. A lone statement (nothing
+    /// in flight) is written at once.
+    fn hold_write(&mut self, cx: &Context<'_>) -> bool {
+        if self.may_hold && self.active() && self.wire.in_flight() > 0 {
+            self.may_hold = false;
+            cx.waker().wake_by_ref();
+            return true;
+        }
+        false
     }
 
     fn active(&self) -> bool {
@@ -561,6 +582,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Observed<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
+        if this.hold_write(cx) {
+            return Poll::Pending;
+        }
         let out = Pin::new(&mut this.inner).poll_write(cx, buf);
         if this.active() {
             match &out {
@@ -578,6 +602,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Observed<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
+        if this.hold_write(cx) {
+            return Poll::Pending;
+        }
         let out = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         if this.active() {
             match &out {
@@ -604,7 +631,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Observed<S> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let out = Pin::new(&mut self.inner).poll_flush(cx);
+        if out.is_ready() {
+            self.may_hold = true;
+        }
+        out
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
