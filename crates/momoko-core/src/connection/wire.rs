@@ -648,3 +648,89 @@ impl<S: TlsStream + Unpin> TlsStream for Observed<S> {
         self.inner.channel_binding()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A socket that takes every write whole and remembers each one.
+    #[derive(Default)]
+    struct Sink {
+        writes: Vec<Vec<u8>>,
+    }
+
+    impl AsyncWrite for Sink {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.writes.push(buf.to_vec());
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl futures::task::ArcWake for Wakes {
+        fn wake_by_ref(this: &Arc<Self>) {
+            this.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A protocol 3.0 startup packet without parameters (answered by one ReadyForQuery).
+    const STARTUP: [u8; 9] = [0, 0, 0, 9, 0, 3, 0, 0, 0];
+    /// A Sync message.
+    const SYNC: [u8; 5] = [b'S', 0, 0, 0, 4];
+
+    #[test]
+    fn a_write_waits_one_turn_only_behind_requests_in_flight() {
+        let wakes = Arc::new(Wakes::default());
+        let waker = futures::task::waker(Arc::clone(&wakes));
+        let mut cx = Context::from_waker(&waker);
+        let wire = Wire::new();
+        let mut stream = Observed::raw(Sink::default(), Arc::clone(&wire));
+        let mut s = Pin::new(&mut stream);
+
+        // Nothing in flight: written at once.
+        assert!(matches!(
+            s.as_mut().poll_write(&mut cx, &STARTUP),
+            Poll::Ready(Ok(9))
+        ));
+        assert_eq!(wire.in_flight(), 1);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0);
+
+        // Behind a request in flight: held for one turn, with the task woken at once.
+        assert!(s.as_mut().poll_write(&mut cx, &SYNC).is_pending());
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert_eq!(s.inner.writes.len(), 1);
+        // The next poll writes it, and the rest of the same flush goes out without waiting.
+        assert!(matches!(
+            s.as_mut().poll_write(&mut cx, &SYNC),
+            Poll::Ready(Ok(5))
+        ));
+        assert!(matches!(
+            s.as_mut().poll_write(&mut cx, &SYNC),
+            Poll::Ready(Ok(5))
+        ));
+        assert_eq!(s.inner.writes.len(), 3);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+
+        // After a flush, the next write behind requests in flight waits one turn again.
+        assert!(s.as_mut().poll_flush(&mut cx).is_ready());
+        assert!(s.as_mut().poll_write(&mut cx, &SYNC).is_pending());
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 2);
+        assert_eq!(wire.in_flight(), 3);
+    }
+}
