@@ -638,8 +638,7 @@ impl PoolInner {
         }
         // Adaptive pipelining leaves free connections out of its lanes on purpose: callers
         // waiting for a lane's room are not served by one more connection.
-        let free_without_statements = st.idle.iter().any(|i| i.shared() == 0);
-        if st.pipelining.holds_back(free_without_statements) {
+        if st.pipelining.is_adaptive() && st.idle.iter().any(|i| i.shared() == 0) {
             return;
         }
         while st.waiters.len() > st.pending

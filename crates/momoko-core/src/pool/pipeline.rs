@@ -272,10 +272,10 @@ impl Pipelining {
         a.count(now);
     }
 
-    /// Whether callers waiting for a pipelined statement's room should make the pool grow:
-    /// not while free connections sit outside the lanes the pool chose to fill.
-    pub(crate) fn holds_back(&self, free_without_statements: bool) -> bool {
-        self.adaptive.is_some() && free_without_statements
+    /// Whether the depths and the lane count are adaptive (then the pool does not grow for
+    /// callers while free connections sit outside the lanes it chose to fill).
+    pub(crate) fn is_adaptive(&self) -> bool {
+        self.adaptive.is_some()
     }
 }
 
