@@ -11,6 +11,9 @@ use tokio_postgres::NoTls;
 
 use crate::model::{BoxError, Transport, ACCOUNTS};
 
+/// The task driving a set-up session's connection.
+type Driver = tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>;
+
 /// One way to reach the benchmark database, in the forms every contender needs.
 #[derive(Debug, Clone)]
 pub(crate) struct Endpoint {
@@ -192,15 +195,21 @@ impl Server {
         })
     }
 
-    /// Creates and fills the tables; returns the server's version string.
-    pub(crate) async fn prepare_schema(&self) -> Result<String, BoxError> {
+    /// A plain tokio-postgres session over TCP for setting up, and the task driving it (it ends
+    /// once the client is dropped).
+    async fn session(&self) -> Result<(tokio_postgres::Client, Driver), BoxError> {
         let (client, connection) = self
             .tcp
             .pg_config()?
             .connect(NoTls)
             .await
             .map_err(|e| format!("cannot connect to {}: {}", self.tcp.dsn, pg_message(&e)))?;
-        let driver = tokio::spawn(connection);
+        Ok((client, tokio::spawn(connection)))
+    }
+
+    /// Creates and fills the tables; returns the server's version string.
+    pub(crate) async fn prepare_schema(&self) -> Result<String, BoxError> {
+        let (client, driver) = self.session().await?;
         client
             .batch_execute(&format!(
                 "DROP TABLE IF EXISTS bench_accounts, bench_log;
@@ -224,13 +233,7 @@ impl Server {
 
     /// The server's `SELECT version()` (when the tables are not needed).
     pub(crate) async fn version(&self) -> Result<String, BoxError> {
-        let (client, connection) = self
-            .tcp
-            .pg_config()?
-            .connect(NoTls)
-            .await
-            .map_err(|e| format!("cannot connect to {}: {}", self.tcp.dsn, pg_message(&e)))?;
-        let driver = tokio::spawn(connection);
+        let (client, driver) = self.session().await?;
         let version: String = client.query_one("SELECT version()", &[]).await?.get(0);
         drop(client);
         let _ = driver.await;
@@ -240,8 +243,7 @@ impl Server {
     /// Empties `bench_log` (between repetitions, so every repetition inserts into the same
     /// table size).
     pub(crate) async fn truncate_log(&self) -> Result<(), BoxError> {
-        let (client, connection) = self.tcp.pg_config()?.connect(NoTls).await?;
-        let driver = tokio::spawn(connection);
+        let (client, driver) = self.session().await?;
         client.batch_execute("TRUNCATE bench_log").await?;
         drop(client);
         let _ = driver.await;
