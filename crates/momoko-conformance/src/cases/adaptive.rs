@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use futures::future::join_all;
 use momoko_core::Pool;
 
-use crate::support::{assert_settled, await_lock_waiters, eventually, within};
+use crate::support::{assert_settled, within};
 use crate::Ctx;
 
 fn adaptive(ctx: &Ctx) -> momoko_core::PoolBuilder {
@@ -139,52 +139,10 @@ pub async fn adaptive_pipelining_keeps_long_statements_apart(ctx: &Ctx) {
 }
 
 /// New statements avoid a connection whose pipeline is held up: fast statements finish on
-/// another connection while a statement waits for a lock on the first.
+/// another connection while a statement waits for a lock on the first (see
+/// [`pipelining_avoids_a_stalled_connection`](super::pool::pipelining_avoids_a_stalled_connection)).
 pub async fn adaptive_pipelining_routes_around_a_stalled_connection(ctx: &Ctx) {
-    let pool = adaptive(ctx).size(2).connect().await.unwrap();
-    // Both are learned, and timed fast alone (the lock is free now): both are pipelined.
-    for _ in 0..10 {
-        for sql in ["SELECT pg_advisory_xact_lock(7)", "SELECT 12"] {
-            pool.execute(sql, &[]).await.unwrap();
-        }
-    }
-    let locker = ctx.connect().await;
-    locker
-        .execute("SELECT pg_advisory_lock(7)", &[])
-        .await
-        .unwrap();
-    let slow = pool.execute("SELECT pg_advisory_xact_lock(7)", &[]);
-    let rest = async {
-        await_lock_waiters(ctx, &locker, 1).await;
-        assert_eq!(
-            pool.status().pipelined,
-            1,
-            "the slow statement is pipelined"
-        );
-        // Longer than the wait budget can be (at most pipeline_stall, 5 ms).
-        ctx.sleep(Duration::from_millis(20)).await;
-        let fast = join_all((0..12).map(|_| pool.execute("SELECT 12", &[])));
-        let fast = within(
-            ctx,
-            Duration::from_secs(10),
-            "statements on the other connection",
-            fast,
-        )
-        .await;
-        assert!(fast.iter().all(|r| r.is_ok()));
-        eventually(ctx, "only the slow statement is left", || {
-            pool.status().pipelined == 1
-        })
-        .await;
-        locker
-            .execute("SELECT pg_advisory_unlock(7)", &[])
-            .await
-            .unwrap();
-    };
-    let (slow, ()) = futures::join!(slow, rest);
-    slow.unwrap();
-    assert_eq!(pool.status().total, 2);
-    assert_settled(ctx, &pool).await;
+    super::pool::stalled_connection_is_avoided(ctx, |b| b.adaptive_pipelining(true), true).await;
 }
 
 /// Transactions, held connections and pipelined statements from 32 tasks at once, with
