@@ -251,6 +251,14 @@ pub async fn resize_up_and_down_under_load(ctx: &Ctx) {
                 backends(&watcher).await.len() == 6
             })
             .await;
+            // The server lists a backend before the pool's connect has finished: wait until the
+            // pool holds all six, so that every one of the five extras leaves as trimmed (a
+            // connect still under way when the sizes drop is closed as unneeded instead).
+            eventually(ctx, "six connections in the pool", || {
+                let s = pool.status();
+                s.pending == 0 && s.free + s.busy + s.checking == 6
+            })
+            .await;
             pool.resize(1, 1).unwrap();
             eventually_async(ctx, "one backend", || async {
                 backends(&watcher).await.len() == 1
